@@ -1,0 +1,27 @@
+# Two entry points (README quick start): `make demo` and `make test`. Both create or reuse the
+# local virtual environment .venv with the exact pinned stack (requirements.lock).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint benchmarks
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/sora-jax demo --out_dir demo_out
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(VENV)/bin/pytest -n 2 -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+benchmarks: $(STAMP)
+	$(VENV)/bin/python benchmarks/data_pipeline.py

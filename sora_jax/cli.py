@@ -1,0 +1,70 @@
+"""The `sora-jax` console script: one subcommand per module, each also `python -m` runnable.
+
+Every subcommand is an absl program (`main(argv)` + module-level flags), so flags follow absl /
+ml_collections conventions. A `UserError` raised by a command (bad input) becomes one line on
+stderr and exit status 2; nothing else is printed.
+"""
+
+import importlib
+import sys
+
+from absl import app
+
+# subcommand -> module with `main(argv)`; None = belongs to a later milestone (issue number).
+COMMANDS: dict[str, str | int] = {
+    "data build": "sora_jax.data.build",
+    "demo": "sora_jax.demo",
+    "train-vae": 3,
+    "eval-vae": 3,
+    "train": 4,
+    "generate": 4,
+    "eval": 7,
+    "plan": 6,
+}
+
+
+class UserError(Exception):
+    """Bad input from the user: reported as one line, exit status 2."""
+
+
+def run(main, argv: list[str] | None = None, name: str | None = None) -> None:
+    """`app.run(main)` that turns a UserError into one clear line on stderr."""
+    name = name or (argv or sys.argv)[0]
+    try:
+        app.run(main, argv=argv)
+    except UserError as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _usage() -> str:
+    lines = ["usage: sora-jax <command> [--flags]", "", "commands:"]
+    for command, target in COMMANDS.items():
+        note = "" if isinstance(target, str) else f"  (not implemented yet: issue #{target})"
+        lines.append(f"  {command}{note}")
+    lines.append("\n`sora-jax <command> --help` lists a command's flags.")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_usage())
+        sys.exit(0 if args else 2)
+    # Two-word commands ("data build") take precedence over one-word ones.
+    for words in (2, 1):
+        command = " ".join(args[:words])
+        if command in COMMANDS:
+            break
+    else:
+        print(f"sora-jax: error: unknown command {args[0]!r}\n\n{_usage()}", file=sys.stderr)
+        sys.exit(2)
+    target = COMMANDS[command]
+    if not isinstance(target, str):
+        print(
+            f"sora-jax: error: `sora-jax {command}` is not implemented yet (issue #{target})",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    module = importlib.import_module(target)
+    run(module.main, argv=[f"sora-jax {command}", *args[words:]], name=f"sora-jax {command}")

@@ -1,0 +1,81 @@
+"""Fidelity and perceptual metrics between two uint8 videos of shape (T, H, W, 3).
+
+- `psnr`: over all frames and pixels at once (one MSE per video).
+- `ssim`: Wang et al., "Image Quality Assessment: From Error Visibility to Structural Similarity",
+  IEEE TIP 2004 -- 11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03, "valid" filtering
+  (no padding, as in the reference MATLAB code), computed per RGB channel, averaged over channels
+  and pixels per frame, then over frames. Equal to scikit-image's `structural_similarity(...,
+  gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255, channel_axis=-1)`.
+- `lpips_video`: LPIPS (see `lpips.py`) per frame, averaged over frames.
+"""
+
+import numpy as np
+
+from sora_jax.metrics import lpips
+
+
+def _check_videos(a, b) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype != np.uint8 or b.dtype != np.uint8:
+        raise ValueError(f"videos must be uint8, got {a.dtype} and {b.dtype}")
+    if a.shape != b.shape:
+        raise ValueError(f"videos differ in shape: {a.shape} vs {b.shape}")
+    if a.ndim != 4 or a.shape[-1] != 3:
+        raise ValueError(f"videos must be (T, H, W, 3), got {a.shape}")
+    return a, b
+
+
+def psnr(a, b, max_val: float = 255.0) -> float:
+    """PSNR in dB of video `b` against `a`, from one MSE over all frames, pixels and channels.
+
+    Identical videos give `inf`; callers that average over a data set should cap it first
+    (e.g. `min(psnr(a, b), 100.0)`), since one `inf` swamps the mean.
+    """
+    a, b = _check_videos(a, b)
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    if mse == 0:
+        return float("inf")
+    return float(10 * np.log10(max_val**2 / mse))
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+    r = np.arange(size) - (size - 1) / 2
+    g = np.exp(-(r**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def _filter_valid(x_THWC: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Separable 'valid' filtering over H and W with the 1-D window `g`."""
+    k = len(g)
+    x = np.lib.stride_tricks.sliding_window_view(x_THWC, k, axis=1) @ g
+    return np.lib.stride_tricks.sliding_window_view(x, k, axis=2) @ g
+
+
+def ssim(a, b, max_val: float = 255.0) -> float:
+    """Mean over frames of per-frame SSIM (RGB channel maps averaged); 1.0 for identical videos."""
+    a, b = _check_videos(a, b)
+    g = _gaussian_window()
+    if min(a.shape[1:3]) < len(g):
+        raise ValueError(f"SSIM needs H, W >= {len(g)}, got {a.shape}")
+    x, y = a.astype(np.float64), b.astype(np.float64)
+    c1, c2 = (0.01 * max_val) ** 2, (0.03 * max_val) ** 2
+    mu_x, mu_y = _filter_valid(x, g), _filter_valid(y, g)
+    var_x = _filter_valid(x * x, g) - mu_x**2
+    var_y = _filter_valid(y * y, g) - mu_y**2
+    cov = _filter_valid(x * y, g) - mu_x * mu_y
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
+        (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
+    )
+    return float(ssim_map.mean(axis=(1, 2, 3)).mean())
+
+
+def lpips_video(a, b, net: str = "alex", frames_per_batch: int = 32) -> float:
+    """LPIPS between corresponding frames, averaged over frames; 0.0 for identical videos."""
+    a, b = _check_videos(a, b)
+    fn = lpips.get_lpips(net)
+    to_unit = lambda v: v.astype(np.float32) / 127.5 - 1.0  # uint8 -> [-1, 1]
+    d_T = [
+        np.asarray(fn(to_unit(a[i : i + frames_per_batch]), to_unit(b[i : i + frames_per_batch])))
+        for i in range(0, a.shape[0], frames_per_batch)
+    ]
+    return float(np.concatenate(d_T).mean())
