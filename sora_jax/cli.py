@@ -14,8 +14,8 @@ from absl import app
 COMMANDS: dict[str, str | int] = {
     "data build": "sora_jax.data.build",
     "demo": "sora_jax.demo",
-    "train-vae": 3,
-    "eval-vae": 3,
+    "train-vae": "sora_jax.train_vae",
+    "eval-vae": "sora_jax.eval_vae",
     "train": 4,
     "generate": 4,
     "eval": 7,

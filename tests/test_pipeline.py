@@ -6,7 +6,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from sora_jax.data import pipeline
-from sora_jax.data.build import build_shapes_world
+from sora_jax.data.shapes_world.tfds_builder import build_shapes_world
 from sora_jax.data.shapes_world.world import ShapesWorldSource
 
 SIZES = ((17, 64, 64), (9, 48, 80), (1, 80, 48))

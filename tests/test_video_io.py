@@ -235,3 +235,14 @@ def test_no_video_stream(tmp_path):
         probe_video(path)
     with pytest.raises(VideoDecodeError, match="tone.wav"):
         read_video(path)
+
+
+def test_lavfi_sources_render_real_frames():
+    from sora_jax.data.lavfi import SOURCES, render_lavfi
+
+    for source in SOURCES:
+        video = render_lavfi(source, 5, 32, 48)
+        assert video.shape == (5, 32, 48, 3) and video.dtype == np.uint8
+        assert video.std() > 10  # a pattern, not a blank frame
+    with pytest.raises(ValueError):
+        render_lavfi("noise", 5, 32, 48)

@@ -23,19 +23,11 @@ _WIDTH = flags.DEFINE_integer("width", 64, "Frame width (multiple of 16, >= 32).
 _WORLD_SEED = flags.DEFINE_integer("world_seed", 0, "Shapes World seed.")
 
 
-def build_shapes_world(data_dir: str, **config_kwargs) -> str:
-    """Builds (or reuses) the dataset; returns its TFDS name for `tfds.data_source`."""
-    config = tfds_builder.make_config(**config_kwargs)
-    builder = tfds_builder.ShapesWorld(config=config, data_dir=data_dir, file_format="array_record")
-    builder.download_and_prepare()
-    return f"shapes_world/{config.name}"
-
-
 def main(argv):
     if len(argv) > 1:
         raise cli.UserError(f"unexpected arguments: {argv[1:]}")
     try:
-        name = build_shapes_world(
+        name = tfds_builder.build_shapes_world(
             _DATA_DIR.value,
             frames=_FRAMES.value,
             height=_HEIGHT.value,

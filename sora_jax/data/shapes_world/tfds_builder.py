@@ -97,3 +97,11 @@ class ShapesWorld(tfds.core.GeneratorBasedBuilder):
                     "index": index,
                 },
             )
+
+
+def build_shapes_world(data_dir: str, **config_kwargs) -> str:
+    """Builds (or reuses) the dataset; returns its TFDS name for `tfds.data_source`."""
+    config = make_config(**config_kwargs)
+    builder = ShapesWorld(config=config, data_dir=data_dir, file_format="array_record")
+    builder.download_and_prepare()
+    return f"shapes_world/{config.name}"

@@ -1,0 +1,157 @@
+"""Orbax checkpoints of a training run: `{state, data iterator, config}` saved together.
+
+Restoring always passes an abstract target that carries shardings, so a run saved on one mesh
+resumes on another (without one, Orbax hands optax states back as lists). The data iterator is a
+Grain item, so a resumed run continues on exactly the next batch. A directory that holds
+something else than our checkpoints, or a run of a different config, is refused loudly instead
+of being trained over.
+"""
+
+import json
+import pathlib
+
+import grain
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+_ITEMS = ("state", "data", "config")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint directory that cannot be resumed from."""
+
+
+def make_manager(
+    workdir: str | pathlib.Path,
+    *,
+    max_to_keep: int = 3,
+    async_save: bool = True,
+    read_only: bool = False,
+) -> ocp.CheckpointManager:
+    directory = pathlib.Path(workdir).absolute() / "checkpoints"
+    if read_only and not directory.is_dir():
+        raise CheckpointError(f"no checkpoints under {workdir} (expected {directory})")
+    return ocp.CheckpointManager(
+        directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep,
+            create=not read_only,
+            read_only=read_only,
+            enable_async_checkpointing=async_save,
+        ),
+        item_handlers={
+            "state": ocp.StandardCheckpointHandler(),
+            "data": grain.checkpoint.CheckpointHandler(),
+            "config": ocp.JsonCheckpointHandler(),
+        },
+    )
+
+
+def save(
+    manager: ocp.CheckpointManager,
+    step: int,
+    state,
+    data_iterator,
+    config: ml_collections.ConfigDict,
+    *,
+    force: bool = False,
+) -> bool:
+    args = {
+        "state": ocp.args.StandardSave(state),
+        "config": ocp.args.JsonSave(json.loads(config.to_json_best_effort())),
+    }
+    if data_iterator is not None:
+        args["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+    return manager.save(step, args=ocp.args.Composite(**args), force=force)
+
+
+def restore_latest(
+    manager: ocp.CheckpointManager,
+    abstract_state,
+    data_iterator,
+    config: ml_collections.ConfigDict,
+    *,
+    check_keys=("model",),
+):
+    """Restores the newest checkpoint into (state, step), or returns (None, 0) if there is none.
+
+    `abstract_state` is a pytree of `jax.ShapeDtypeStruct` with shardings (from
+    `jax.eval_shape` + the mesh); the data iterator is restored in place. The saved config's
+    `check_keys` sections must equal the current config's: resuming a different model is refused.
+    """
+    step = manager.latest_step()
+    if step is None:
+        _refuse_foreign_contents(manager.directory)
+        return None, 0
+    saved = _restore_config(manager, step)
+    current = json.loads(config.to_json_best_effort())
+    for key in check_keys:
+        if saved.get(key) != current.get(key):
+            raise CheckpointError(
+                f"checkpoint at {manager.directory} was written with a different config.{key}; "
+                "use a fresh --workdir or the original config"
+            )
+    args = {"state": ocp.args.StandardRestore(abstract_state)}
+    if data_iterator is not None and (manager.directory / str(step) / "data").exists():
+        args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    return _restore(manager, step, args)["state"], step
+
+
+def saved_config(workdir: str | pathlib.Path, step: int | None = None):
+    """The config a run saved with its newest (or given) checkpoint."""
+    manager = make_manager(workdir, read_only=True)
+    return ml_collections.ConfigDict(_restore_config(manager, _step(manager, step)))
+
+
+def restore_state(workdir: str | pathlib.Path, abstract_state, step: int | None = None):
+    """Just the training state of a run (for sampling and evaluation)."""
+    manager = make_manager(workdir, read_only=True)
+    step = _step(manager, step)
+    return _restore(manager, step, {"state": ocp.args.StandardRestore(abstract_state)})["state"]
+
+
+def _step(manager: ocp.CheckpointManager, step: int | None) -> int:
+    steps = manager.all_steps()
+    if not steps:
+        raise CheckpointError(f"no checkpoint in {manager.directory}")
+    if step is None:
+        return max(steps)
+    if step not in steps:
+        raise CheckpointError(
+            f"no checkpoint for step {step} in {manager.directory} (have {sorted(steps)})"
+        )
+    return step
+
+
+def _restore_config(manager: ocp.CheckpointManager, step: int) -> dict:
+    items = {p.name for p in (manager.directory / str(step)).iterdir()}
+    if not {"state", "config"} <= items:
+        raise CheckpointError(
+            f"{manager.directory / str(step)} is not a sora_jax checkpoint "
+            f"(items found: {sorted(items)})"
+        )
+    return _restore(manager, step, {"config": ocp.args.JsonRestore()})["config"]
+
+
+def _restore(manager: ocp.CheckpointManager, step: int, args: dict):
+    try:
+        return manager.restore(step, args=ocp.args.Composite(**args))
+    except (ValueError, KeyError, FileNotFoundError, TypeError) as e:
+        raise CheckpointError(f"cannot restore {manager.directory / str(step)}: {e}") from e
+
+
+def _refuse_foreign_contents(directory: pathlib.Path) -> None:
+    if directory.exists() and any(p for p in directory.iterdir() if not p.name.startswith(".")):
+        found = sorted(p.name for p in directory.iterdir())[:5]
+        raise CheckpointError(
+            f"{directory} holds no readable checkpoint but is not empty "
+            f"({found}); refusing to start a fresh run over it"
+        )
+
+
+def abstract_like(tree, shardings):
+    """ShapeDtypeStructs with shardings: the restore target for a state on the current mesh."""
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
+    )

@@ -1,0 +1,123 @@
+"""The video autoencoder's recipe, shared by `train-vae`, `eval-vae` and the DiT trainer:
+model from config, optimizer, loss (L1 + LPIPS + KL), reconstruction, and loading a trained VAE
+from a `train-vae` workdir."""
+
+import functools
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import linen as nn
+
+from sora_jax import checkpoints, sharding, train_lib
+from sora_jax.models import vae as vae_model
+
+
+# ------------------------------------------------------------------------------------------------
+# Model, optimizer, loss.
+# ------------------------------------------------------------------------------------------------
+def make_model(model_config: ml_collections.ConfigDict) -> vae_model.VideoVAE:
+    return vae_model.vae_from_variant(model_config.variant, dtype=jnp.dtype(model_config.dtype))
+
+
+def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int):
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0,
+        opt.learning_rate,
+        opt.warmup_steps,
+        max(total_steps, opt.warmup_steps + 1),
+        end_value=opt.learning_rate * 0.1,
+    )
+    return optax.chain(
+        optax.clip_by_global_norm(opt.grad_clip),
+        optax.adamw(schedule, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay),
+    )
+
+
+def to_unit_range(video_uint8):
+    return video_uint8.astype(jnp.float32) / 127.5 - 1.0
+
+
+def random_crop(video_BxTxHxWx3, rng, crop: tuple[int, int, int]):
+    """An independent random (T, H, W) window per clip (capped at the clip's own size).
+
+    The autoencoder is fully convolutional and causal, so it learns the same from windows as
+    from whole clips, at a fraction of the compute; it is evaluated on whole clips.
+    """
+    shape = video_BxTxHxWx3.shape
+    size = tuple(min(c, s) for c, s in zip(crop, shape[1:4], strict=True)) + (3,)
+    limits = jnp.asarray([s - c for s, c in zip(shape[1:4], size, strict=False)])
+    starts = jax.random.randint(rng, (shape[0], 3), 0, limits + 1)
+
+    def one(clip, start):
+        return jax.lax.dynamic_slice(clip, (*start, 0), size)
+
+    return jax.vmap(one)(video_BxTxHxWx3, starts)
+
+
+def make_loss_fn(model: vae_model.VideoVAE, loss_config: ml_collections.ConfigDict):
+    """`loss_fn(params, batch, rng) -> (loss, metrics)` for `train_lib.make_train_step`."""
+    lpips = None
+    if loss_config.lpips > 0:
+        from sora_jax.metrics.lpips import LPIPS, load_params
+
+        lpips = functools.partial(LPIPS(net="alex").apply, {"params": load_params("alex")})
+
+    def loss_fn(params, batch, rng):
+        sample_rng, frame_rng, crop_rng = jax.random.split(rng, 3)
+        video = to_unit_range(random_crop(batch["video"], crop_rng, loss_config.crop))
+        recon, mean, logvar = model.apply({"params": params}, video, sample_rng)
+        l1 = jnp.mean(jnp.abs(recon - video))
+        kl = 0.5 * jnp.mean(mean**2 + jnp.exp(logvar) - 1.0 - logvar)
+        loss = loss_config.l1 * l1 + loss_config.kl * kl
+        metrics = {
+            "l1": l1,
+            "kl": kl,
+            "psnr": 10 * jnp.log10(4.0 / jnp.mean((jnp.clip(recon, -1, 1) - video) ** 2)),
+        }
+        if loss_config.lpips > 0:
+            # LPIPS on a few random frames per clip keeps the perceptual term cheap.
+            frames = video.shape[1]
+            idx = jax.random.randint(frame_rng, (loss_config.lpips_frames,), 0, frames)
+            flat = lambda v: v[:, idx].reshape(-1, *v.shape[2:])  # noqa: E731
+            perceptual = jnp.mean(lpips(flat(recon), flat(video)))
+            loss = loss + loss_config.lpips * perceptual
+            metrics["lpips"] = perceptual
+        return loss, metrics
+
+    return loss_fn
+
+
+def to_uint8(video):
+    return jnp.round((jnp.clip(video, -1, 1) + 1) * 127.5).astype(jnp.uint8)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def reconstruct(model, params, video_uint8):
+    """Encode to the posterior mean and decode, in one pass: uint8 in, uint8 out."""
+    mean, _ = model.apply({"params": params}, to_unit_range(video_uint8), method=model.encode)
+    return to_uint8(model.apply({"params": params}, mean, method=model.decode))
+
+
+def load_vae(workdir: str | pathlib.Path, step: int | None = None):
+    """(model, params, config) of the newest (or given) checkpoint of a `train-vae` run.
+
+    The model is rebuilt from the config saved with the checkpoint, so a VAE is named by its
+    workdir alone. Raises `checkpoints.CheckpointError` for a missing or foreign directory.
+    """
+    config = checkpoints.saved_config(workdir, step)
+    model = make_model(config.model)
+    optimizer = make_optimizer(config.optimizer, config.total_steps)
+    frames, height, width = config.data.sizes[0]
+    dummy = jnp.zeros((1, frames, height, width, 3), jnp.float32)
+    mesh = sharding.make_mesh({"data": -1}, devices=jax.devices()[:1])
+    abstract = jax.eval_shape(
+        lambda r: train_lib.create_train_state(model.init(r, dummy)["params"], optimizer),
+        jax.random.key(0),
+    )
+    shardings = sharding.logical_shardings(abstract, mesh, sharding.VAE_RULES)
+    target = checkpoints.abstract_like(nn.unbox(abstract), shardings)
+    state = checkpoints.restore_state(workdir, target, step)
+    return model, state.params, config

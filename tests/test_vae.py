@@ -1,0 +1,118 @@
+"""Causal video VAE: shapes of every preset, causality, chunked == one pass, tiling, overfit."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from sora_jax.models import vae as vae_lib
+
+MICRO = "micro/t4s8c16"
+
+
+@pytest.fixture(scope="module")
+def micro():
+    model = vae_lib.vae_from_variant(MICRO)
+    video = jax.random.uniform(jax.random.key(0), (2, 17, 32, 48, 3), minval=-1, maxval=1)
+    params = jax.jit(model.init)(jax.random.key(1), video[:1])["params"]
+    return model, vae_lib.nn.unbox(params), video
+
+
+@pytest.mark.parametrize(
+    "width,temporal,spatial",
+    list(itertools.product(["micro", "tiny", "small", "base"], [1, 2, 4], [4, 8, 16])),
+)
+def test_every_preset_has_the_right_shapes(width, temporal, spatial):
+    model = vae_lib.vae_from_variant(f"{width}/t{temporal}s{spatial}c16")
+    video = jax.ShapeDtypeStruct((1, 1 + 2 * temporal, 32, 48, 3), jnp.float32)
+    variables = jax.eval_shape(model.init, jax.random.key(0), video)
+    recon, mean, logvar = jax.eval_shape(
+        lambda v, x: model.apply(v, x), {"params": variables["params"]}, video
+    )
+    assert mean.shape == logvar.shape == model.latent_shape(video.shape)
+    assert mean.shape == (1, 3, 32 // spatial, 48 // spatial, 16)
+    assert recon.shape == video.shape
+
+
+@pytest.mark.parametrize("variant", ["huge/t4s8c16", "tiny/t3s8c16", "tiny/t4s32c16", "tiny"])
+def test_bad_variants(variant):
+    with pytest.raises(ValueError):
+        vae_lib.decode_variant(variant)
+
+
+@pytest.mark.parametrize(
+    "shape", [(17, 32, 48, 3), (1, 16, 32, 48, 3), (1, 17, 30, 48, 3), (1, 17, 32, 48, 1)]
+)
+def test_bad_input_shapes_are_refused(micro, shape):
+    model, _, _ = micro
+    with pytest.raises(ValueError):
+        model.check_video_shape(shape)
+
+
+def test_causality(micro):
+    model, params, video = micro
+    encode = jax.jit(lambda v: model.apply({"params": params}, v, method=model.encode)[0])
+    base = encode(video)
+    for k in (0, 4, 5, 9, 16):
+        changed = encode(video.at[:, k].set(0.3))
+        first_affected = 0 if k == 0 else 1 + (k - 1) // 4
+        diff = np.abs(np.asarray(changed - base)).max(axis=(0, 2, 3, 4))
+        assert np.all(diff[:first_affected] == 0), (k, diff)
+        assert diff[first_affected] > 0
+
+
+@pytest.mark.parametrize("frames,chunk", [(1, 1), (9, 1), (17, 1), (17, 2), (33, 3)])
+def test_chunked_equals_one_pass(micro, frames, chunk):
+    model, params, _ = micro
+    video = jax.random.uniform(jax.random.key(frames), (1, frames, 32, 32, 3), minval=-1, maxval=1)
+    mean = model.apply({"params": params}, video, method=model.encode)[0]
+    recon = model.apply({"params": params}, mean, method=model.decode)
+    codec = vae_lib.ChunkedCodec(model, latent_frames_per_chunk=chunk)
+    np.testing.assert_allclose(codec.encode(params, video), mean, atol=2e-5)
+    np.testing.assert_allclose(codec.decode(params, mean), recon, atol=2e-5)
+
+
+def test_tile_blending_reassembles_exactly():
+    x = jax.random.normal(jax.random.key(0), (1, 3, 40, 56, 2))
+    upsample = lambda t: jnp.repeat(jnp.repeat(t, 2, axis=2), 2, axis=3)  # noqa: E731
+    out = vae_lib._tiled(upsample, x, tile=16, overlap=6, scale=2)
+    np.testing.assert_allclose(out, upsample(x), atol=1e-5)
+
+
+def test_tiled_codec(micro):
+    model, params, video = micro
+    mean = model.apply({"params": params}, video, method=model.encode)[0]
+    codec = vae_lib.ChunkedCodec(model, latent_frames_per_chunk=2)
+    whole = vae_lib.TiledCodec(codec, tile_latent=8, overlap_latent=2)  # one tile covers 6x4
+    np.testing.assert_allclose(whole.encode(params, video), mean, atol=2e-5)
+    tiled = vae_lib.TiledCodec(codec, tile_latent=4, overlap_latent=2)
+    assert tiled.encode(params, video).shape == mean.shape
+    assert tiled.decode(params, mean).shape == video.shape
+
+
+def test_overfit_drives_reconstruction_error_down(micro):
+    from sora_jax.data.shapes_world.world import generate_clip
+
+    model, params, _ = micro
+    clips = np.stack([generate_clip(i, frames=9, height=32, width=32)["video"] for i in range(2)])
+    video = jnp.asarray(clips, jnp.float32) / 127.5 - 1
+    optimizer = optax.adam(2e-3)
+
+    def loss(p):
+        recon, _, _ = model.apply({"params": p}, video)
+        return jnp.mean(jnp.abs(recon - video))
+
+    @jax.jit
+    def step(p, o):
+        value, grads = jax.value_and_grad(loss)(p)
+        updates, o = optimizer.update(grads, o, p)
+        return optax.apply_updates(p, updates), o, value
+
+    opt_state, losses = optimizer.init(params), []
+    for _ in range(60):
+        params, opt_state, value = step(params, opt_state)
+        losses.append(float(value))
+    assert losses[-1] < 0.3 * losses[0], losses[::10]
