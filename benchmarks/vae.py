@@ -23,7 +23,7 @@ import jax.numpy as jnp
 def _model(variant):
     from sora_jax.models import vae
 
-    model = vae.vae_from_variant(variant)
+    model = vae.vae_from_variant(variant, conv_impl="xla")  # the inference path (load_vae)
     params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 1, 64, 64, 3)))["params"]
     return vae, model, vae.nn.unbox(params)
 

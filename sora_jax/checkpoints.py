@@ -104,6 +104,11 @@ def saved_config(workdir: str | pathlib.Path, step: int | None = None):
     return ml_collections.ConfigDict(_restore_config(manager, _step(manager, step)))
 
 
+def latest_step(workdir: str | pathlib.Path) -> int:
+    """The newest checkpointed step of a run; CheckpointError if there is none."""
+    return _step(make_manager(workdir, read_only=True), None)
+
+
 def restore_state(workdir: str | pathlib.Path, abstract_state, step: int | None = None):
     """Just the training state of a run (for sampling and evaluation)."""
     manager = make_manager(workdir, read_only=True)

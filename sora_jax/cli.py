@@ -16,8 +16,8 @@ COMMANDS: dict[str, str | int] = {
     "demo": "sora_jax.demo",
     "train-vae": "sora_jax.train_vae",
     "eval-vae": "sora_jax.eval_vae",
-    "train": 4,
-    "generate": 4,
+    "train": "sora_jax.train",
+    "generate": "sora_jax.generate",
     "eval": 7,
     "plan": 6,
 }

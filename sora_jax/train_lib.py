@@ -37,6 +37,24 @@ def create_train_state(params: Any, optimizer: optax.GradientTransformation) -> 
     )
 
 
+def make_optimizer(opt: Any, total_steps: int) -> optax.GradientTransformation:
+    """AdamW with global-norm clipping, linear warmup and cosine decay to 10% of the peak.
+
+    `opt` (e.g. `config.optimizer`): learning_rate, warmup_steps, b1, b2, weight_decay, grad_clip.
+    """
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0,
+        opt.learning_rate,
+        opt.warmup_steps,
+        max(total_steps, opt.warmup_steps + 1),
+        end_value=opt.learning_rate * 0.1,
+    )
+    return optax.chain(
+        optax.clip_by_global_norm(opt.grad_clip),
+        optax.adamw(schedule, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay),
+    )
+
+
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation) -> TrainStep:
     """Returns the pure `train_step(state, batch, rng) -> (state, metrics)`.
 

@@ -9,25 +9,19 @@ exits 0. One file, top to bottom, in the big_vision way: fork it to change the r
 """
 
 import pathlib
-import signal
 
 import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import flags, logging
-from ml_collections import config_flags
-from tqdm import tqdm
+from absl import logging
 
-from sora_jax import checkpoints, cli, sharding, train_lib, vae_lib
+from sora_jax import checkpoints, cli, sharding, train_lib, train_loop, vae_lib
 from sora_jax.data import pipeline, sources
 from sora_jax.data.shapes_world.world import ShapesWorldSource
 from sora_jax.metric_writers import MetricWriter
 from sora_jax.video_io import write_video
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "VAE config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, samples).")
 
 _NUM_SAMPLE_CLIPS = 4
 
@@ -76,7 +70,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     frames, height, width = config.data.sizes[0]
     dummy = jnp.zeros((1, frames, height, width, 3), jnp.float32)
-    optimizer = vae_lib.make_optimizer(config.optimizer, config.total_steps)
+    optimizer = train_lib.make_optimizer(config.optimizer, config.total_steps)
     state, state_shardings = sharding.sharded_init(
         lambda r: train_lib.create_train_state(model.init(r, dummy)["params"], optimizer),
         mesh,
@@ -121,65 +115,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     writer = MetricWriter(workdir)
     clips = sample_clips(config)
-    stop = {"requested": False}
-    previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("requested", True))
-    pending, last = None, {}
-    progress = tqdm(
-        total=config.total_steps,
-        initial=start_step,
-        desc="train-vae",
-        unit="step",
-        disable=jax.process_index() != 0,
-    )
-    step = start_step
+
+    def samples(state, step):
+        return {"sample_psnr": write_samples(workdir, step, model, state.params, clips)}
+
+    def batches():
+        while True:
+            yield sharding.host_to_global({"video": next(data_iterator)["video"]}, mesh)
+
     try:
         with sharding.mesh_context(mesh, rules):
-            for step in range(start_step, config.total_steps):
-                batch = sharding.host_to_global({"video": next(data_iterator)["video"]}, mesh)
-                state, metrics = train_step(state, batch, rng)
-                # Dispatch step N before reading step N-1's metrics: no host/device stall.
-                if pending is not None:
-                    last = {k: float(v) for k, v in jax.device_get(pending[1]).items()}
-                    writer.write_scalars(pending[0], last)
-                    progress.set_postfix(loss=f"{last['loss']:.4f}", psnr=f"{last['psnr']:.1f}")
-                    pending = None
-                if (step + 1) % config.log_every == 0:
-                    pending = (step + 1, metrics)
-                progress.update(1)
-                done = step + 1
-                if done % config.sample_every == 0 or done == config.total_steps:
-                    psnr = write_samples(workdir, done, model, state.params, clips)
-                    writer.write_scalars(done, {"sample_psnr": psnr})
-                if (
-                    done % config.checkpoint_every == 0
-                    or done == config.total_steps
-                    or stop["requested"]
-                ):
-                    checkpoints.save(manager, done, state, data_iterator, config)
-                if stop["requested"]:
-                    logging.warning("SIGTERM: saved step %d, exiting", done)
-                    break
-            if pending is not None:
-                last = {k: float(v) for k, v in jax.device_get(pending[1]).items()}
-                writer.write_scalars(pending[0], last)
+            state, last = train_loop.run(
+                state,
+                train_step,
+                batches(),
+                rng,
+                start_step=start_step,
+                total_steps=config.total_steps,
+                log_every=config.log_every,
+                checkpoint_every=config.checkpoint_every,
+                save=lambda step, state: checkpoints.save(
+                    manager, step, state, data_iterator, config
+                ),
+                writer=writer,
+                periodic=[(config.sample_every, samples)],
+                desc="train-vae",
+                postfix=("loss", "psnr"),
+            )
     finally:
         manager.wait_until_finished()
-        signal.signal(signal.SIGTERM, previous_handler)
-        progress.close()
         writer.close()
     return {"step": int(state.step), **last}
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise cli.UserError(f"unexpected arguments: {argv[1:]}")
-    if _CONFIG.value is None or not _WORKDIR.value:
-        raise cli.UserError("--config and --workdir are required")
-    try:
-        result = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except (checkpoints.CheckpointError, ValueError) as e:
-        raise cli.UserError(str(e)) from e
-    print(f"trained to step {result['step']}; checkpoints in {_WORKDIR.value}/checkpoints")
+main = train_loop.command_main(train_and_evaluate)
 
 
 if __name__ == "__main__":

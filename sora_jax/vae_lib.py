@@ -8,7 +8,6 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 from flax import linen as nn
 
 from sora_jax import checkpoints, sharding, train_lib
@@ -18,21 +17,12 @@ from sora_jax.models import vae as vae_model
 # ------------------------------------------------------------------------------------------------
 # Model, optimizer, loss.
 # ------------------------------------------------------------------------------------------------
-def make_model(model_config: ml_collections.ConfigDict) -> vae_model.VideoVAE:
-    return vae_model.vae_from_variant(model_config.variant, dtype=jnp.dtype(model_config.dtype))
-
-
-def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int):
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0,
-        opt.learning_rate,
-        opt.warmup_steps,
-        max(total_steps, opt.warmup_steps + 1),
-        end_value=opt.learning_rate * 0.1,
-    )
-    return optax.chain(
-        optax.clip_by_global_norm(opt.grad_clip),
-        optax.adamw(schedule, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay),
+def make_model(
+    model_config: ml_collections.ConfigDict, conv_impl: str = "matmul"
+) -> vae_model.VideoVAE:
+    """`conv_impl` "matmul" trains faster; "xla" (what `load_vae` uses) needs less memory."""
+    return vae_model.vae_from_variant(
+        model_config.variant, dtype=jnp.dtype(model_config.dtype), conv_impl=conv_impl
     )
 
 
@@ -95,10 +85,21 @@ def to_uint8(video):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def reconstruct(model, params, video_uint8):
-    """Encode to the posterior mean and decode, in one pass: uint8 in, uint8 out."""
+def encode(model, params, video_uint8):
+    """uint8 video [B, T, H, W, 3] -> the posterior mean latent [B, t, h, w, c]."""
     mean, _ = model.apply({"params": params}, to_unit_range(video_uint8), method=model.encode)
-    return to_uint8(model.apply({"params": params}, mean, method=model.decode))
+    return mean
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def decode(model, params, latent):
+    """latent [B, t, h, w, c] -> uint8 video [B, T, H, W, 3]."""
+    return to_uint8(model.apply({"params": params}, latent, method=model.decode))
+
+
+def reconstruct(model, params, video_uint8):
+    """Encode to the posterior mean and decode: uint8 in, uint8 out."""
+    return decode(model, params, encode(model, params, video_uint8))
 
 
 def load_vae(workdir: str | pathlib.Path, step: int | None = None):
@@ -108,8 +109,8 @@ def load_vae(workdir: str | pathlib.Path, step: int | None = None):
     workdir alone. Raises `checkpoints.CheckpointError` for a missing or foreign directory.
     """
     config = checkpoints.saved_config(workdir, step)
-    model = make_model(config.model)
-    optimizer = make_optimizer(config.optimizer, config.total_steps)
+    model = make_model(config.model, conv_impl="xla")
+    optimizer = train_lib.make_optimizer(config.optimizer, config.total_steps)
     frames, height, width = config.data.sizes[0]
     dummy = jnp.zeros((1, frames, height, width, 3), jnp.float32)
     mesh = sharding.make_mesh({"data": -1}, devices=jax.devices()[:1])

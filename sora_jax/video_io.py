@@ -30,6 +30,7 @@ _FORMATS = {
 }
 # Moves the mp4/mov index to the front: players can stream the file, and a file cut short keeps
 # its header, so `probe_video` can tell it is truncated by counting packets against it.
+WRITABLE_SUFFIXES = tuple(sorted(_FORMATS))
 _MUXER_OPTIONS = {"mp4": {"movflags": "+faststart"}, "mov": {"movflags": "+faststart"}}
 
 # Skip reasons, shared with data sources that count skipped files by reason.

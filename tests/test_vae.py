@@ -116,3 +116,20 @@ def test_overfit_drives_reconstruction_error_down(micro):
         params, opt_state, value = step(params, opt_state)
         losses.append(float(value))
     assert losses[-1] < 0.3 * losses[0], losses[::10]
+
+
+def test_matmul_and_xla_convolutions_agree():
+    """The two conv implementations share parameters and compute the same function."""
+    video = jax.random.uniform(jax.random.key(0), (1, 5, 32, 32, 3), minval=-1, maxval=1)
+    models = {
+        impl: vae_lib.vae_from_variant("micro/t4s8c16", conv_impl=impl)
+        for impl in ("matmul", "xla")
+    }
+    params = models["matmul"].init(jax.random.key(1), video)["params"]
+    outs = {
+        impl: m.apply({"params": params}, video, method=m.encode)[0] for impl, m in models.items()
+    }
+    np.testing.assert_allclose(outs["matmul"], outs["xla"], rtol=1e-4, atol=1e-4)
+    for bad in ("cudnn",):
+        with pytest.raises(ValueError, match="conv_impl"):
+            vae_lib.vae_from_variant("micro/t4s8c16", conv_impl=bad).init(jax.random.key(1), video)

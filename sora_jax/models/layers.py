@@ -126,3 +126,25 @@ class Mlp(nn.Module):
         h_BxNxF = nn.with_logical_constraint(h_BxNxF, (*act_axes, "mlp"))
         y_BxNxD = Dense(d, ("mlp", "embed"), name="wo", **dense)(h_BxNxF)
         return nn.with_logical_constraint(y_BxNxD, (*act_axes, "embed"))
+
+
+class RMSNorm(nn.Module):
+    """RMS norm over the last axis (Zhang & Sennrich 2019), computed in float32.
+
+    It mixes nothing across tokens, frames or pixels, which the causal VAE's chunked processing
+    relies on; the DiT uses it for QK-norm.
+    """
+
+    eps: float = 1e-6
+    scale_axis: str = "norm"
+
+    @nn.compact
+    def __call__(self, x):
+        scale = self.param(
+            "scale",
+            nn.with_logical_partitioning(nn.initializers.ones, (self.scale_axis,)),
+            (x.shape[-1],),
+        )
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return (x32 * scale).astype(x.dtype)

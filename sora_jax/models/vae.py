@@ -21,8 +21,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sora_jax.models.layers import RMSNorm
+
 _CONV_AXES = (None, None, None, "conv_in", "conv_out")
 _ACT_AXES = ("batch", "frames", "height", "width", "channels")
+# Per-pixel RMS norm over channels: mixes nothing across frames or pixels.
+_Norm = functools.partial(RMSNorm, scale_axis="channels")
 
 # Width presets. `patch_size` folds p x p pixels into channels first (pixel unshuffle, as in
 # LTX-Video's VAE): convolutions then run at 1/p^2 of the pixels with wider channels, which is
@@ -65,23 +69,6 @@ def resampling_schedule(num_steps: int, spatial_steps: int, temporal_steps: int)
     return [(i < spatial_steps, i >= num_steps - temporal_steps) for i in range(num_steps)]
 
 
-class RMSNorm(nn.Module):
-    """Per-pixel RMS norm over channels: mixes nothing across frames or pixels."""
-
-    eps: float = 1e-6
-
-    @nn.compact
-    def __call__(self, x):
-        scale = self.param(
-            "scale",
-            nn.with_logical_partitioning(nn.initializers.ones, ("channels",)),
-            (x.shape[-1],),
-        )
-        x32 = x.astype(jnp.float32)
-        x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return (x32 * scale).astype(x.dtype)
-
-
 class CausalConv3d(nn.Module):
     """3D convolution that sees only the present and past frames.
 
@@ -94,6 +81,10 @@ class CausalConv3d(nn.Module):
     kernel: tuple[int, int, int] = (3, 3, 3)
     strides: tuple[int, int, int] = (1, 1, 1)
     dtype: jnp.dtype = jnp.float32
+    # "matmul": one matmul over gathered patches (1.9x faster training steps here, but a
+    # kt*kh*kw-times larger transient buffer); "xla": lax.conv (less memory: inference).
+    # Same parameters and outputs either way.
+    conv_impl: str = "matmul"
 
     @nn.compact
     def __call__(self, x_BxTxHxWxC):
@@ -108,16 +99,58 @@ class CausalConv3d(nn.Module):
         num_out = (padded.shape[1] - kt) // st + 1
         if self.is_mutable_collection("cache"):
             self.put_variable("cache", "tail", padded[:, num_out * st :])
-        conv = nn.Conv(
-            self.features,
-            self.kernel,
-            strides=self.strides,
-            padding=((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2)),
-            dtype=self.dtype,
-            kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), _CONV_AXES),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)),
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(nn.initializers.lecun_normal(), _CONV_AXES),
+            (*self.kernel, x_BxTxHxWxC.shape[-1], self.features),
         )
-        return conv(padded)
+        bias = self.param(
+            "bias",
+            nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)),
+            (self.features,),
+        )
+        padded = jnp.pad(padded, ((0, 0), (0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+        x, kernel = padded.astype(self.dtype), kernel.astype(self.dtype)
+        if self.conv_impl == "matmul":
+            out = conv3d_as_matmul(x, kernel, self.strides)
+        elif self.conv_impl == "xla":
+            out = jax.lax.conv_general_dilated(
+                x, kernel, self.strides, "VALID", dimension_numbers=("NDHWC", "DHWIO", "NDHWC")
+            )
+        else:
+            raise ValueError(f"conv_impl must be 'matmul' or 'xla', got {self.conv_impl!r}")
+        return out + bias.astype(self.dtype)
+
+
+def conv3d_as_matmul(x_BxTxHxWxC, kernel, strides):
+    """A VALID 3D convolution as one matmul over gathered patches (im2col).
+
+    XLA:CPU runs small-spatial 3D convolutions at 37-41 GFLOP/s here, but a matmul with the
+    kt*kh*kw*C contraction at 63-116 (forward + backward, 64-128 channels, measured); the patch
+    buffer is transient and kt*kh*kw times the input.
+    """
+    kt, kh, kw, c, o = kernel.shape
+    st, sh, sw = strides
+    _, t, h, w, _ = x_BxTxHxWxC.shape
+    nt, nh, nw = (t - kt) // st + 1, (h - kh) // sh + 1, (w - kw) // sw + 1
+    if kt * kh * kw == 1:
+        patches = x_BxTxHxWxC[:, : (nt - 1) * st + 1 : st, : (nh - 1) * sh + 1 : sh]
+        return patches[:, :, :, : (nw - 1) * sw + 1 : sw] @ kernel.reshape(c, o)
+    patches = jnp.concatenate(
+        [
+            x_BxTxHxWxC[
+                :,
+                a : a + (nt - 1) * st + 1 : st,
+                b : b + (nh - 1) * sh + 1 : sh,
+                d : d + (nw - 1) * sw + 1 : sw,
+            ]
+            for a in range(kt)
+            for b in range(kh)
+            for d in range(kw)
+        ],
+        axis=-1,
+    )
+    return patches @ kernel.reshape(kt * kh * kw * c, o)
 
 
 class ResBlock(nn.Module):
@@ -125,13 +158,20 @@ class ResBlock(nn.Module):
 
     features: int
     dtype: jnp.dtype = jnp.float32
+    conv_impl: str = "matmul"  # see CausalConv3d
 
     @nn.compact
     def __call__(self, x):
-        h = CausalConv3d(self.features, dtype=self.dtype)(nn.silu(RMSNorm()(x)))
-        h = CausalConv3d(self.features, kernel=(1, 3, 3), dtype=self.dtype)(nn.silu(RMSNorm()(h)))
+        h = CausalConv3d(self.features, dtype=self.dtype, conv_impl=self.conv_impl)(
+            nn.silu(_Norm()(x))
+        )
+        h = CausalConv3d(
+            self.features, kernel=(1, 3, 3), dtype=self.dtype, conv_impl=self.conv_impl
+        )(nn.silu(_Norm()(h)))
         if x.shape[-1] != self.features:
-            x = CausalConv3d(self.features, kernel=(1, 1, 1), dtype=self.dtype)(x)
+            x = CausalConv3d(
+                self.features, kernel=(1, 1, 1), dtype=self.dtype, conv_impl=self.conv_impl
+            )(x)
         return nn.with_logical_constraint(x + h, _ACT_AXES)
 
 
@@ -142,12 +182,17 @@ class Downsample(nn.Module):
     spatial: bool
     temporal: bool
     dtype: jnp.dtype = jnp.float32
+    conv_impl: str = "matmul"  # see CausalConv3d
 
     @nn.compact
     def __call__(self, x):
         ss, st = (2 if self.spatial else 1), (2 if self.temporal else 1)
         return CausalConv3d(
-            self.features, kernel=(3, 3, 3), strides=(st, ss, ss), dtype=self.dtype
+            self.features,
+            kernel=(3, 3, 3),
+            strides=(st, ss, ss),
+            dtype=self.dtype,
+            conv_impl=self.conv_impl,
         )(x)
 
 
@@ -159,6 +204,7 @@ class Upsample(nn.Module):
     spatial: bool
     temporal: bool
     dtype: jnp.dtype = jnp.float32
+    conv_impl: str = "matmul"  # see CausalConv3d
 
     @nn.compact
     def __call__(self, x):
@@ -170,7 +216,7 @@ class Upsample(nn.Module):
                 self.put_variable("cache", "started", jnp.ones((), jnp.bool_))
         if self.spatial:
             x = jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3)
-        return CausalConv3d(self.features, dtype=self.dtype)(x)
+        return CausalConv3d(self.features, dtype=self.dtype, conv_impl=self.conv_impl)(x)
 
 
 def space_to_depth(x_BxTxHxWxC, p: int):
@@ -195,6 +241,7 @@ class _Coder(nn.Module):
     temporal_factor: int
     spatial_factor: int
     dtype: jnp.dtype = jnp.float32
+    conv_impl: str = "matmul"  # see CausalConv3d
 
     def schedule(self):
         steps = len(self.channel_mults) - 1
@@ -212,10 +259,12 @@ class Encoder(_Coder):
     def __call__(self, x):
         schedule = self.schedule()
         h = space_to_depth(x, self.patch_size)
-        h = CausalConv3d(self.base_channels, dtype=self.dtype)(h)
+        h = CausalConv3d(self.base_channels, dtype=self.dtype, conv_impl=self.conv_impl)(h)
         for level, mult in enumerate(self.channel_mults):
             for _ in range(self.num_res_blocks):
-                h = ResBlock(self.base_channels * mult, dtype=self.dtype)(h)
+                h = ResBlock(self.base_channels * mult, dtype=self.dtype, conv_impl=self.conv_impl)(
+                    h
+                )
             if level < len(schedule):
                 spatial, temporal = schedule[level]
                 h = Downsample(
@@ -223,10 +272,11 @@ class Encoder(_Coder):
                     spatial,
                     temporal,
                     dtype=self.dtype,
+                    conv_impl=self.conv_impl,
                 )(h)
-        h = ResBlock(h.shape[-1], dtype=self.dtype)(h)
-        h = nn.silu(RMSNorm()(h))
-        return CausalConv3d(2 * self.latent_channels, dtype=self.dtype)(h)
+        h = ResBlock(h.shape[-1], dtype=self.dtype, conv_impl=self.conv_impl)(h)
+        h = nn.silu(_Norm()(h))
+        return CausalConv3d(2 * self.latent_channels, dtype=self.dtype, conv_impl=self.conv_impl)(h)
 
 
 class Decoder(_Coder):
@@ -234,18 +284,26 @@ class Decoder(_Coder):
     def __call__(self, z):
         schedule = self.schedule()
         mults = self.channel_mults[::-1]
-        h = CausalConv3d(self.base_channels * mults[0], dtype=self.dtype)(z)
-        h = ResBlock(h.shape[-1], dtype=self.dtype)(h)
+        h = CausalConv3d(self.base_channels * mults[0], dtype=self.dtype, conv_impl=self.conv_impl)(
+            z
+        )
+        h = ResBlock(h.shape[-1], dtype=self.dtype, conv_impl=self.conv_impl)(h)
         for level, mult in enumerate(mults):
             for _ in range(self.num_res_blocks + 1):
-                h = ResBlock(self.base_channels * mult, dtype=self.dtype)(h)
+                h = ResBlock(self.base_channels * mult, dtype=self.dtype, conv_impl=self.conv_impl)(
+                    h
+                )
             if level < len(schedule):
                 spatial, temporal = schedule[len(schedule) - 1 - level]
                 h = Upsample(
-                    self.base_channels * mults[level + 1], spatial, temporal, dtype=self.dtype
+                    self.base_channels * mults[level + 1],
+                    spatial,
+                    temporal,
+                    dtype=self.dtype,
+                    conv_impl=self.conv_impl,
                 )(h)
-        h = nn.silu(RMSNorm()(h))
-        h = CausalConv3d(3 * self.patch_size**2, dtype=self.dtype)(h)
+        h = nn.silu(_Norm()(h))
+        h = CausalConv3d(3 * self.patch_size**2, dtype=self.dtype, conv_impl=self.conv_impl)(h)
         return depth_to_space(h, self.patch_size)
 
 
@@ -260,6 +318,7 @@ class VideoVAE(nn.Module):
     spatial_factor: int = 8
     latent_channels: int = 16
     dtype: jnp.dtype = jnp.float32
+    conv_impl: str = "matmul"  # see CausalConv3d
 
     def setup(self):
         steps = len(self.channel_mults) - 1
@@ -278,6 +337,7 @@ class VideoVAE(nn.Module):
             temporal_factor=self.temporal_factor,
             spatial_factor=self.spatial_factor,
             dtype=self.dtype,
+            conv_impl=self.conv_impl,
         )
         self.encoder = Encoder(latent_channels=self.latent_channels, **shared)
         self.decoder = Decoder(**shared)
@@ -327,8 +387,8 @@ class VideoVAE(nn.Module):
         return tuple(shape)
 
 
-def vae_from_variant(variant: str, dtype=jnp.float32) -> VideoVAE:
-    return VideoVAE(**decode_variant(variant), dtype=dtype)
+def vae_from_variant(variant: str, dtype=jnp.float32, conv_impl: str = "matmul") -> VideoVAE:
+    return VideoVAE(**decode_variant(variant), dtype=dtype, conv_impl=conv_impl)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,76 @@
+"""Tiny text-to-video DiT for a 2-core CPU, on Shapes World latents of the tiny VAE.
+
+    sora-jax train --config configs/dit_tiny.py --workdir workdirs/dit_tiny
+
+17x64x64 clips -> tiny-VAE latents 5x8x8x16 -> 1x2x2 patches: 80 tokens a clip. Variants:
+`configs/dit_tiny.py:variant=micro/1x2x2,batch=8,steps=100,vae=workdirs/vae_tiny`.
+"""
+
+import ml_collections
+
+from sora_jax import config_lib
+
+
+def get_config(arg=None) -> ml_collections.ConfigDict:
+    arg = config_lib.parse_arg(
+        arg,
+        batch=32,
+        steps=20_000,
+        variant="tiny/1x2x2",
+        vae="workdirs/vae_tiny",
+        text="minilm",
+        clips=8192,
+    )
+    config = config_lib.load_sibling(__file__, "default").get_config(f"batch={arg.batch}")
+    config.data.num_clips = arg.clips  # encoded once into the latent cache
+    config.data.num_threads = 1
+
+    config.vae = ml_collections.ConfigDict()
+    config.vae.workdir = arg.vae  # a `train-vae` run
+    config.vae.step = -1  # -1: its newest checkpoint, pinned in W/vae.json at the first start
+    config.latent_cache_dir = ""  # "": W/latent_cache
+    config.latent_cache_batch = 8
+
+    config.model = ml_collections.ConfigDict()
+    config.model.variant = arg.variant  # size preset / spacetime patch (t x h x w)
+    config.model.mlp_ratio = 4.0
+    config.model.activation = "gelu"  # "gelu" | "swiglu"
+    config.model.text_mode = "cross"  # "cross" | "joint" (MM-DiT)
+    config.model.attention = "full"  # "full" | "factorized" (spatial, then temporal)
+    config.model.scan_layers = True
+    config.model.remat_policy = "none"  # "none" | "full" | "dots" | "dots_no_batch"
+    config.model.dtype = "float32"
+    config.model.text = ml_collections.ConfigDict()
+    config.model.text.name = arg.text  # "minilm" (pretrained, frozen) | "small" (trained)
+    config.model.text.max_length = 128  # detailed captions run to ~100 tokens
+    config.model.text.width = 256  # the small encoder's fields
+    config.model.text.depth = 4
+    config.model.text.heads = 4
+
+    config.diffusion = ml_collections.ConfigDict()
+    config.diffusion.t_mean = 0.0  # logit-normal timestep sampling
+    config.diffusion.t_std = 1.0
+    config.diffusion.text_dropout = 0.1  # classifier-free guidance
+    # Timestep shift grows with the token count (rectified_flow.shift_for_tokens).
+    config.diffusion.shift = ml_collections.ConfigDict(
+        dict(base_tokens=256, base_shift=1.0, max_tokens=4096, max_shift=3.0)
+    )
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.learning_rate = 3e-4
+    config.optimizer.warmup_steps = 500
+    config.optimizer.b1 = 0.9
+    config.optimizer.b2 = 0.99
+    config.optimizer.weight_decay = 0.0
+    config.optimizer.grad_clip = 1.0
+    config.ema_decay = 0.999
+
+    config.total_steps = arg.steps
+    config.log_every = 50
+    config.checkpoint_every = 500
+    config.keep_checkpoints = 3
+    config.sample_every = 2000
+    config.num_sample_prompts = 8
+    config.sample_steps = 25
+    config.sample_cfg = 4.0
+    return config

@@ -1,0 +1,396 @@
+"""Diffusion transformer over spacetime patches (the denoiser Sora describes).
+
+DiT blocks (Peebles & Xie 2023) with adaLN-Zero modulation, QK RMS-norm (as in SD3 and Wan),
+3D RoPE over (t, h, w) token coordinates, and text injected either by cross-attention (PixArt,
+Wan; the default) or by MM-DiT joint attention over [text; video] with a separate text stream
+(SD3, Esser et al. 2024). Self-attention is full 3D (default) or factorized into spatial then
+temporal attention (Latte, Ma et al. 2024) for ablations.
+
+Every token carries its own timestep (`t_BxN`): the timestep embedding is per token, so clean
+conditioning tokens (t = 0: a still image, frames to extend from, both ends to interpolate
+between) sit in the same sequence as noisy ones (the LTX-Video / Wan 2.2 scheme in DESIGN.md).
+To keep that cheap, the six modulation vectors come from ONE projection shared by all blocks
+plus a learned per-block offset (as in Wan 2.1), not a per-block projection of every token.
+
+Layers are `nn.scan`ned (compile time flat in depth) under `nn.remat`; `scan_layers=False` runs
+the same blocks unrolled (params `blocks_0..`), tested equal. Tokens are x_BxNxP (patchified
+latents, see `patching.py`); segment ids (0 = padding) block attention across packed clips.
+"""
+
+import dataclasses
+import math
+import re
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from sora_jax.models import rope
+from sora_jax.models.layers import Dense, Mlp, RMSNorm
+
+# (width, depth, heads). tiny/micro run on a CPU; S..XL follow DiT's sizes; the multi-billion
+# presets (Wan-/Open-Sora-2.0-like widths) are for `sora-jax plan` lowering only.
+PRESETS = {
+    "micro": (64, 2, 2),
+    "tiny": (256, 6, 4),
+    "S": (384, 12, 6),
+    "B": (768, 12, 12),
+    "L": (1024, 24, 16),
+    "XL": (1152, 28, 16),
+    "3B": (2560, 32, 20),
+    "14B": (5120, 40, 40),
+}
+
+REMAT_POLICIES = {
+    "none": None,  # no remat: keep every activation
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+_TOKENS = ("batch", "length", "embed")
+
+
+def decode_variant(variant: str) -> dict:
+    """ "S/1x2x2" -> DiT fields: width preset / spacetime patch (t x h x w)."""
+    match = re.fullmatch(r"(\w+)/(\d+)x(\d+)x(\d+)", variant)
+    if not match or match[1] not in PRESETS:
+        raise ValueError(
+            f"bad DiT variant {variant!r}; expected e.g. 'S/1x2x2' with a size in {list(PRESETS)}"
+        )
+    width, depth, heads = PRESETS[match[1]]
+    patch = tuple(int(match[i]) for i in (2, 3, 4))
+    return dict(width=width, depth=depth, num_heads=heads, patch_size=patch)
+
+
+def timestep_features(t, dim: int = 256, max_period: float = 10_000.0):
+    """Sinusoidal features of t in [0, 1] (scaled by 1000, as in DiT), [..., dim]."""
+    half = dim // 2
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+    args = 1000.0 * t.astype(jnp.float32)[..., None] * freqs
+    return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+
+
+def modulate(x, shift, scale):
+    return x * (1.0 + scale) + shift
+
+
+def _layer_norm(x):
+    """Affine-free LayerNorm in float32 (adaLN supplies the scale and shift)."""
+    return nn.LayerNorm(use_bias=False, use_scale=False, epsilon=1e-6, dtype=jnp.float32)(x)
+
+
+def attention_mask(q_segments_BxN, kv_segments_BxM):
+    """[B, 1, N, M]: query and key in the same segment, and the key not padding (0)."""
+    same = q_segments_BxN[:, :, None] == kv_segments_BxM[:, None, :]
+    return (same & (kv_segments_BxM[:, None, :] > 0))[:, None]
+
+
+class Attention(nn.Module):
+    """Multi-head attention with QK RMS-norm; `jax.nn.dot_product_attention` does the math
+    (the backend's best implementation: cuDNN flash on GPU, XLA on CPU/TPU)."""
+
+    num_heads: int
+    head_dim: int
+    kv_axis: str = "embed"  # "text_embed" when keys/values come from the text encoder
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BxNxD, kv_BxMxE, mask_Bx1xNxM=None, rope_qk=None):
+        """`rope_qk`: (cos, sin) rotating both queries and keys (self-attention only)."""
+        hk = (self.num_heads, self.head_dim)
+        dense = dict(dtype=self.dtype, use_bias=False)
+        q_BxNxHxK = Dense(hk, ("embed", "heads", "kv"), name="query", **dense)(x_BxNxD)
+        k_BxMxHxK = Dense(hk, (self.kv_axis, "heads", "kv"), name="key", **dense)(kv_BxMxE)
+        v_BxMxHxK = Dense(hk, (self.kv_axis, "heads", "kv"), name="value", **dense)(kv_BxMxE)
+        q_BxNxHxK = RMSNorm(name="query_norm")(q_BxNxHxK)
+        k_BxMxHxK = RMSNorm(name="key_norm")(k_BxMxHxK)
+        if rope_qk is not None:
+            q_BxNxHxK = rope.apply_rope(q_BxNxHxK, *rope_qk)
+            k_BxMxHxK = rope.apply_rope(k_BxMxHxK, *rope_qk)
+        out_BxNxHxK = jax.nn.dot_product_attention(
+            q_BxNxHxK, k_BxMxHxK, v_BxMxHxK, mask=mask_Bx1xNxM
+        )
+        d = x_BxNxD.shape[-1]
+        return Dense(d, ("heads", "kv", "embed"), axis=(-2, -1), name="out", dtype=self.dtype)(
+            out_BxNxHxK
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockContext:
+    """What every block reads and none changes (broadcast through the layer scan)."""
+
+    mod_BxNx6xD: jax.Array  # shared timestep modulation (per token)
+    self_mask: jax.Array | None  # [B, 1, N, N] (full attention) or None (one whole clip)
+    text_mask: jax.Array  # [B, 1, N, L] for cross-attention, [B, 1, L+N, L+N] for joint
+    rope_video: tuple[jax.Array, jax.Array]
+    rope_joint: tuple[jax.Array, jax.Array] | None
+
+
+jax.tree_util.register_dataclass(
+    BlockContext,
+    data_fields=["mod_BxNx6xD", "self_mask", "text_mask", "rope_video", "rope_joint"],
+    meta_fields=[],
+)
+
+
+class DiTBlock(nn.Module):
+    """One adaLN-Zero block: (self- or joint) attention, [cross-attention], MLP."""
+
+    num_heads: int
+    mlp_ratio: float = 4.0
+    activation: str = "gelu"
+    text_mode: str = "cross"  # "cross" | "joint"
+    attention: str = "full"  # "full" | "factorized"
+    grid: tuple[int, int, int] | None = None  # the token grid, for factorized attention
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, carry, ctx: BlockContext):
+        x_BxNxD, txt_BxLxE = carry
+        d = x_BxNxD.shape[-1]
+        head_dim = d // self.num_heads
+        table_6xD = self.param(
+            "modulation",
+            nn.with_logical_partitioning(nn.initializers.zeros, (None, "embed")),
+            (6, d),
+        )
+        mod = ctx.mod_BxNx6xD + table_6xD
+        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = (mod[:, :, i] for i in range(6))
+        attn = dict(num_heads=self.num_heads, head_dim=head_dim, dtype=self.dtype)
+
+        h_BxNxD = modulate(_layer_norm(x_BxNxD), shift_a, scale_a).astype(self.dtype)
+        if self.text_mode == "joint":
+            a_BxNxD, txt_BxLxE = self._joint_attention(h_BxNxD, txt_BxLxE, ctx, attn)
+        else:
+            a_BxNxD = self._self_attention(h_BxNxD, ctx, attn)
+        x_BxNxD = x_BxNxD + gate_a * a_BxNxD
+        x_BxNxD = nn.with_logical_constraint(x_BxNxD, _TOKENS)
+
+        if self.text_mode == "cross":
+            h_BxNxD = nn.LayerNorm(dtype=jnp.float32, name="cross_norm")(x_BxNxD)
+            x_BxNxD = x_BxNxD + Attention(kv_axis="text_embed", name="cross_attention", **attn)(
+                h_BxNxD.astype(self.dtype), txt_BxLxE, ctx.text_mask
+            )
+
+        h_BxNxD = modulate(_layer_norm(x_BxNxD), shift_m, scale_m).astype(self.dtype)
+        mlp = dict(mlp_ratio=self.mlp_ratio, activation=self.activation, dtype=self.dtype)
+        x_BxNxD = x_BxNxD + gate_m * Mlp(name="mlp", **mlp)(h_BxNxD)
+        x_BxNxD = nn.with_logical_constraint(x_BxNxD, _TOKENS)
+        if self.text_mode == "joint":
+            t_BxLxE = _layer_norm(txt_BxLxE).astype(self.dtype)
+            txt_BxLxE = txt_BxLxE + Mlp(name="text_mlp", **mlp)(t_BxLxE)
+        return (x_BxNxD, txt_BxLxE), None
+
+    def _self_attention(self, h_BxNxD, ctx: BlockContext, attn: dict):
+        layer = Attention(name="self_attention", **attn)
+        if self.attention == "full":
+            return layer(h_BxNxD, h_BxNxD, ctx.self_mask, ctx.rope_video)
+        if self.attention != "factorized":
+            raise ValueError(f"attention must be 'full' or 'factorized', got {self.attention!r}")
+        # Spatial attention within each frame, then temporal attention at each position: the
+        # token axis is reshaped, so this needs a whole, unpacked clip on a known grid.
+        b, n, d = h_BxNxD.shape
+        gt, gs = self.grid[0], self.grid[1] * self.grid[2]
+        cos, sin = ctx.rope_video
+        frames = lambda a: a.reshape(b * gt, gs, *a.shape[2:])  # noqa: E731
+        h = layer(frames(h_BxNxD), frames(h_BxNxD), None, (frames(cos), frames(sin)))
+        h = h.reshape(b, n, d)
+        temporal = Attention(name="temporal_attention", **attn)
+
+        def positions(a):
+            return (
+                a.reshape(b, gt, gs, *a.shape[2:]).swapaxes(1, 2).reshape(b * gs, gt, *a.shape[2:])
+            )
+
+        h = temporal(positions(h), positions(h), None, (positions(cos), positions(sin)))
+        return h.reshape(b, gs, gt, d).swapaxes(1, 2).reshape(b, n, d)
+
+    def _joint_attention(self, h_BxNxD, txt_BxLxD, ctx: BlockContext, attn: dict):
+        if self.attention != "full":
+            raise ValueError("joint text attention supports attention='full' only")
+        t_BxLxD = _layer_norm(txt_BxLxD).astype(self.dtype)
+        out_t, out_x = JointAttention(name="joint_attention", **attn)(
+            t_BxLxD, h_BxNxD, ctx.text_mask, ctx.rope_joint
+        )
+        return out_x, txt_BxLxD + out_t
+
+
+class JointAttention(nn.Module):
+    """MM-DiT attention: text and video tokens have their own q/k/v/out weights and attend to
+    each other as one sequence [text; video]."""
+
+    num_heads: int
+    head_dim: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, txt_BxLxD, x_BxNxD, mask_Bx1xMxM, rope_joint):
+        hk = (self.num_heads, self.head_dim)
+
+        def qkv(x, stream):
+            proj = lambda name: Dense(  # noqa: E731
+                hk, ("embed", "heads", "kv"), use_bias=False, dtype=self.dtype, name=stream + name
+            )(x)
+            q = RMSNorm(name=f"{stream}query_norm")(proj("query"))
+            k = RMSNorm(name=f"{stream}key_norm")(proj("key"))
+            return q, k, proj("value")
+
+        length, d = txt_BxLxD.shape[1], x_BxNxD.shape[-1]
+        (qt, kt, vt), (qx, kx, vx) = qkv(txt_BxLxD, "text_"), qkv(x_BxNxD, "")
+        q_BxMxHxK = rope.apply_rope(jnp.concatenate([qt, qx], axis=1), *rope_joint)
+        k_BxMxHxK = rope.apply_rope(jnp.concatenate([kt, kx], axis=1), *rope_joint)
+        v_BxMxHxK = jnp.concatenate([vt, vx], axis=1)
+        o_BxMxHxK = jax.nn.dot_product_attention(q_BxMxHxK, k_BxMxHxK, v_BxMxHxK, mask=mask_Bx1xMxM)
+        out = lambda o, name: Dense(  # noqa: E731
+            d, ("heads", "kv", "embed"), axis=(-2, -1), dtype=self.dtype, name=name
+        )(o)
+        return out(o_BxMxHxK[:, :length], "text_out"), out(o_BxMxHxK[:, length:], "out")
+
+
+class DiT(nn.Module):
+    """Velocity model v(x_t, t, text) over spacetime-patch tokens."""
+
+    width: int
+    depth: int
+    num_heads: int
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    mlp_ratio: float = 4.0
+    activation: str = "gelu"
+    text_mode: str = "cross"
+    attention: str = "full"
+    scan_layers: bool = True
+    remat_policy: str = "none"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self,
+        x_BxNxP,
+        t_BxN,
+        coords_BxNx3,
+        text_BxLxE,
+        text_mask_BxL,
+        *,
+        segments_BxN=None,
+        drop_text_B=None,
+        grid=None,
+    ):
+        """Returns the velocity [B, N, P].
+
+        Args:
+          x_BxNxP: noisy tokens (conditioning tokens clean, with t = 0).
+          t_BxN: each token's timestep in [0, 1].
+          coords_BxNx3: (t, h, w) token coordinates for RoPE.
+          text_BxLxE, text_mask_BxL: per-token text-encoder states and their padding mask.
+          segments_BxN: packed-clip ids, 0 = padding (None: every token is one clip).
+          drop_text_B: True replaces the text by the learned null text (classifier-free
+            guidance's unconditional branch).
+          grid: the (t, h, w) token grid; needed by factorized attention.
+        """
+        if self.text_mode not in ("cross", "joint"):
+            raise ValueError(f"text_mode must be 'cross' or 'joint', got {self.text_mode!r}")
+        if self.attention == "factorized" and (grid is None or segments_BxN is not None):
+            raise ValueError("factorized attention needs the token grid of one unpacked clip")
+        b, n, p = x_BxNxP.shape
+        d = self.width
+        text_BxLxE, text_mask_BxL = self._null_text(text_BxLxE, text_mask_BxL, drop_text_B)
+
+        x_BxNxD = Dense(d, ("patch", "embed"), name="patch_embed")(x_BxNxP.astype(jnp.float32))
+        x_BxNxD = nn.with_logical_constraint(x_BxNxD, _TOKENS)
+        temb_BxNxD = Mlp(hidden_dim=d, activation="gelu", name="time_mlp")(
+            Dense(d, ("freq", "embed"), name="time_in")(timestep_features(t_BxN))
+        )
+        # adaLN-Zero: zero-initialised modulation, so every block starts as the identity.
+        mod_BxNx6xD = Dense(
+            (6, d), ("embed", None, "adaln"), kernel_init=nn.initializers.zeros, name="adaln"
+        )(nn.silu(temb_BxNxD))
+
+        head_dim = d // self.num_heads
+        segments = jnp.ones((b, n), jnp.int32) if segments_BxN is None else segments_BxN
+        rope_video = rope.rope_angles(coords_BxNx3, head_dim)
+        rope_joint, self_mask = None, None
+        if segments_BxN is not None:
+            self_mask = attention_mask(segments, segments)
+        if self.text_mode == "cross":
+            text_segments = text_mask_BxL.astype(jnp.int32)  # 1 = real token, 0 = padding
+            text_mask = attention_mask(jnp.ones_like(segments), text_segments)
+            txt = text_BxLxE.astype(self.dtype)
+        else:
+            txt = Dense(d, ("text_embed", "embed"), name="text_in")(text_BxLxE)
+            length = text_BxLxE.shape[1]
+            # Text tokens (segment -1) join every segment: they see and are seen by all tokens.
+            text_segments = jnp.where(text_mask_BxL, -1, 0).astype(jnp.int32)
+            joint = jnp.concatenate([text_segments, segments], axis=1)
+            q, k = joint[:, :, None], joint[:, None, :]
+            text_mask = ((q == k) | (q == -1) | (k == -1)) & (k != 0)
+            text_mask = text_mask[:, None]
+            zeros = jnp.zeros((b, length, 3), jnp.float32)
+            rope_joint = rope.rope_angles(jnp.concatenate([zeros, coords_BxNx3], 1), head_dim)
+        ctx = BlockContext(mod_BxNx6xD, self_mask, text_mask, rope_video, rope_joint)
+
+        block_fields = dict(
+            num_heads=self.num_heads,
+            mlp_ratio=self.mlp_ratio,
+            activation=self.activation,
+            text_mode=self.text_mode,
+            attention=self.attention,
+            grid=None if grid is None else tuple(grid),
+            dtype=self.dtype,
+        )
+        if self.remat_policy not in REMAT_POLICIES:
+            raise ValueError(f"remat_policy must be one of {list(REMAT_POLICIES)}")
+        block = DiTBlock
+        if self.remat_policy != "none":
+            block = nn.remat(
+                DiTBlock, prevent_cse=not self.scan_layers, policy=REMAT_POLICIES[self.remat_policy]
+            )
+        carry = (x_BxNxD, txt)
+        if self.scan_layers:
+            carry, _ = nn.scan(
+                block,
+                variable_axes={"params": 0},
+                split_rngs={"params": True},
+                in_axes=(nn.broadcast,),
+                length=self.depth,
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )(name="blocks", **block_fields)(carry, ctx)
+        else:
+            for i in range(self.depth):
+                carry, _ = block(name=f"blocks_{i}", **block_fields)(carry, ctx)
+        x_BxNxD = carry[0]
+
+        shift_BxNxD, scale_BxNxD = jnp.split(
+            Dense(2 * d, ("embed", "adaln"), kernel_init=nn.initializers.zeros, name="final_adaln")(
+                nn.silu(temb_BxNxD)
+            ),
+            2,
+            axis=-1,
+        )
+        h_BxNxD = modulate(_layer_norm(x_BxNxD), shift_BxNxD, scale_BxNxD)
+        return Dense(p, ("embed", "patch"), kernel_init=nn.initializers.zeros, name="final")(
+            h_BxNxD
+        )
+
+    def _null_text(self, text_BxLxE, text_mask_BxL, drop_text_B):
+        """Swaps dropped examples' text for one learned null token (and masks the rest)."""
+        if drop_text_B is None:
+            return text_BxLxE, text_mask_BxL
+        e = text_BxLxE.shape[-1]
+        null_E = self.param(
+            "null_text",
+            nn.with_logical_partitioning(nn.initializers.normal(0.02), ("text_embed",)),
+            (e,),
+        )
+        first = jnp.arange(text_BxLxE.shape[1]) == 0
+        null_BxLxE = jnp.where(first[None, :, None], null_E, 0.0)
+        drop = drop_text_B[:, None]
+        text = jnp.where(drop[:, :, None], null_BxLxE, text_BxLxE)
+        mask = jnp.where(drop, first[None, :], text_mask_BxL)
+        return text, mask
+
+
+def dit_from_variant(variant: str, **fields) -> DiT:
+    return DiT(**decode_variant(variant), **fields)

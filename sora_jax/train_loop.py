@@ -1,0 +1,99 @@
+"""The step loop both trainers share (`train`, `train-vae`), and their command-line `main`.
+
+The loop dispatches step N before reading step N-1's metrics (the host never waits on the
+device except to log), writes metrics every `log_every` steps, runs periodic work (samples),
+saves every `checkpoint_every` steps and at the end, and turns SIGTERM (preemption) into
+"finish this step, save, return".
+"""
+
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import jax
+from absl import logging
+from tqdm import tqdm
+
+from sora_jax import checkpoints, cli, train_flags
+from sora_jax.metric_writers import MetricWriter
+
+# (every N steps, fn(state, step) -> scalars to log); also run at the last step.
+Periodic = tuple[int, Callable[[Any, int], dict]]
+
+
+def run(
+    state,
+    train_step: Callable,
+    batches: Iterator,
+    rng: jax.Array,
+    *,
+    start_step: int,
+    total_steps: int,
+    log_every: int,
+    checkpoint_every: int,
+    save: Callable[[int, Any], None],
+    writer: MetricWriter,
+    periodic: Sequence[Periodic] = (),
+    desc: str = "train",
+    postfix: Sequence[str] = ("loss",),
+) -> tuple[Any, dict]:
+    """Trains from `start_step` to `total_steps` (or SIGTERM); returns (state, last metrics)."""
+    stop = {"requested": False}
+    previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("requested", True))
+    pending, last = None, {}
+    progress = tqdm(
+        total=total_steps,
+        initial=start_step,
+        desc=desc,
+        unit="step",
+        disable=jax.process_index() != 0,
+    )
+
+    def flush(pending):
+        metrics = {k: float(v) for k, v in jax.device_get(pending[1]).items()}
+        writer.write_scalars(pending[0], metrics)
+        return metrics
+
+    try:
+        for step in range(start_step, total_steps):
+            state, metrics = train_step(state, next(batches), rng)
+            if pending is not None:
+                last = flush(pending)
+                progress.set_postfix({k: f"{last[k]:.4g}" for k in postfix if k in last})
+                pending = None
+            done = step + 1
+            if done % log_every == 0:
+                pending = (done, metrics)
+            progress.update(1)
+            for every, fn in periodic:
+                if done % every == 0 or done == total_steps:
+                    writer.write_scalars(done, fn(state, done))
+            if done % checkpoint_every == 0 or done == total_steps or stop["requested"]:
+                save(done, state)
+            if stop["requested"]:
+                logging.warning("SIGTERM: saved step %d, exiting", done)
+                break
+        if pending is not None:
+            last = flush(pending)
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+        progress.close()
+    return state, last
+
+
+def command_main(train_and_evaluate: Callable[[Any, str], dict]) -> Callable[[list[str]], None]:
+    """The `main(argv)` of a training command: --config and --workdir, errors as one line."""
+
+    def main(argv):
+        if len(argv) > 1:
+            raise cli.UserError(f"unexpected arguments: {argv[1:]}")
+        config, workdir = train_flags.CONFIG.value, train_flags.WORKDIR.value
+        if config is None or not workdir:
+            raise cli.UserError("--config and --workdir are required")
+        try:
+            result = train_and_evaluate(config, workdir)
+        except (checkpoints.CheckpointError, ValueError, FileNotFoundError) as e:
+            raise cli.UserError(str(e)) from e
+        print(f"trained to step {result['step']}; checkpoints in {workdir}/checkpoints")
+
+    return main
