@@ -88,7 +88,11 @@ def make_train_step(loss_fn, optimizer, ema_decay: float):
 
     def train_step(state: DiTState, batch, rng):
         new_state, metrics = base_step(state, batch, rng)
-        ema = rectified_flow.ema_update(state.ema, new_state.params, ema_decay)
+        # Warm-up: the EMA's memory grows with the step count, so early samples are not
+        # dominated by the random init (at 0.999 a fixed decay keeps 82% of it after 200 steps).
+        step = state.step.astype(jnp.float32)
+        decay = jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
+        ema = rectified_flow.ema_update(state.ema, new_state.params, decay)
         return new_state.replace(ema=ema), metrics
 
     return train_step

@@ -157,3 +157,19 @@ def test_flow_loss_overfits_a_few_latents():
         state, _ = step(state, batch, jax.random.key(2))
     after = float(held_out_loss(state.params))
     assert after < 0.7 * before  # measured: 1.94 -> 1.19, (before, after)
+
+
+def test_ema_warms_up():
+    """Step 0 uses decay 1/10 (the EMA follows the params early); later steps approach 0.999."""
+    params = {"w": jnp.ones(3)}
+    optimizer = optax.sgd(1.0)
+    step = dit_lib.make_train_step(lambda p, b, r: (jnp.sum(p["w"]), {}), optimizer, 0.999)
+    state = dit_lib.create_state(params, optimizer)
+    state, _ = step(state, None, jax.random.key(0))  # params: 1 -> 0
+    np.testing.assert_allclose(state.ema["w"], 0.1 * 1.0 + 0.9 * 0.0, rtol=1e-6)
+    state = state.replace(step=jnp.asarray(10**6, jnp.int32))
+    before = state.ema["w"]
+    state, _ = step(state, None, jax.random.key(0))
+    np.testing.assert_allclose(
+        state.ema["w"], 0.999 * before + 0.001 * state.params["w"], rtol=1e-6
+    )
