@@ -234,15 +234,21 @@ class Pipeline:
         patching.check_patchable(latent, self.model.patch_size)
         return latent
 
-    def generate(self, prompts, *, frames, height, width, steps, cfg, seed, method="euler"):
-        """uint8 videos [B, frames, height, width, 3] for the prompts."""
+    def generate(
+        self, prompts, *, frames, height, width, steps, cfg, seed, method="euler", params=None
+    ):
+        """uint8 videos [B, frames, height, width, 3] for the prompts.
+
+        `params` replaces the loaded DiT params (the trainer samples its current EMA with them,
+        keeping the compiled text encoder and sampler of this pipeline).
+        """
         shape = self.latent_shape(len(prompts), frames, height, width)
         text_in, mask = self.embed(prompts)
         tokens = int(np.prod(shape[1:4])) // int(np.prod(self.model.patch_size))
         latents = sample_latents(
             self.model,
             self.text,
-            self.params,
+            self.params if params is None else params,
             jnp.asarray(text_in),
             jnp.asarray(mask),
             jax.random.key(seed),

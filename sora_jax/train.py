@@ -12,7 +12,6 @@ the newest checkpoint in W; SIGTERM finishes the step, saves and exits 0. One fi
 bottom, in the big_vision way: fork it to change the recipe.
 """
 
-import dataclasses
 import json
 import pathlib
 
@@ -89,7 +88,9 @@ def sample_prompts(config) -> list[str]:
     return [str(source[i]["caption"]) for i in range(config.num_sample_prompts)]
 
 
-def write_samples(workdir: pathlib.Path, step: int, pipe: dit_lib.Pipeline, prompts, config):
+def write_samples(
+    workdir: pathlib.Path, step: int, pipe: dit_lib.Pipeline, params, prompts, config
+):
     frames, height, width = config.data.sizes[0]
     videos = pipe.generate(
         prompts,
@@ -99,6 +100,7 @@ def write_samples(workdir: pathlib.Path, step: int, pipe: dit_lib.Pipeline, prom
         steps=config.sample_steps,
         cfg=config.sample_cfg,
         seed=step,
+        params=params,
     )
     adherence = float(
         np.mean([probe.probe(v, p)["adherence"] for v, p in zip(videos, prompts, strict=True)])
@@ -191,8 +193,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     def samples(state, step):
         # Sampling runs on one device with host copies of the EMA params (single-host only).
-        pipe_now = dataclasses.replace(pipe, params=jax.device_get(state.ema))
-        return {"sample_adherence": write_samples(workdir, step, pipe_now, prompts, config)}
+        params = jax.device_get(state.ema)
+        return {"sample_adherence": write_samples(workdir, step, pipe, params, prompts, config)}
 
     def batches():
         while True:
