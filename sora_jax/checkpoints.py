@@ -73,12 +73,14 @@ def restore_latest(
     config: ml_collections.ConfigDict,
     *,
     check_keys=("model",),
+    checks=None,
 ):
     """Restores the newest checkpoint into (state, step), or returns (None, 0) if there is none.
 
     `abstract_state` is a pytree of `jax.ShapeDtypeStruct` with shardings (from
     `jax.eval_shape` + the mesh); the data iterator is restored in place. The saved config's
     `check_keys` sections must equal the current config's: resuming a different model is refused.
+    `checks` ({what: fn(config dict)}) adds derived values that must agree too.
     """
     step = manager.latest_step()
     if step is None:
@@ -86,10 +88,11 @@ def restore_latest(
         return None, 0
     saved = _restore_config(manager, step)
     current = json.loads(config.to_json_best_effort())
-    for key in check_keys:
-        if saved.get(key) != current.get(key):
+    derived = {f"config.{key}": (lambda c, k=key: c.get(k)) for key in check_keys}
+    for what, fn in {**derived, **(checks or {})}.items():
+        if fn(saved) != fn(current):
             raise CheckpointError(
-                f"checkpoint at {manager.directory} was written with a different config.{key}; "
+                f"checkpoint at {manager.directory} was written with a different {what}; "
                 "use a fresh --workdir or the original config"
             )
     args = {"state": ocp.args.StandardRestore(abstract_state)}

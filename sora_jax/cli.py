@@ -5,6 +5,7 @@ ml_collections conventions. A `UserError` raised by a command (bad input) become
 stderr and exit status 2; nothing else is printed.
 """
 
+import contextlib
 import importlib
 import sys
 
@@ -18,13 +19,22 @@ COMMANDS: dict[str, str | int] = {
     "eval-vae": "sora_jax.eval_vae",
     "train": "sora_jax.train",
     "generate": "sora_jax.generate",
-    "eval": 7,
+    "eval": "sora_jax.evaluate",
     "plan": 6,
 }
 
 
 class UserError(Exception):
     """Bad input from the user: reported as one line, exit status 2."""
+
+
+@contextlib.contextmanager
+def user_errors(*error_types: type[Exception]):
+    """Re-raises the given exception types from the block as `UserError` (bad input)."""
+    try:
+        yield
+    except error_types as e:
+        raise UserError(str(e)) from e
 
 
 def run(main, argv: list[str] | None = None, name: str | None = None) -> None:

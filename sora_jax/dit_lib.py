@@ -120,10 +120,12 @@ def denormalize(latent, stats):
 
 
 def make_loss_fn(model: dit.DiT, text: encoders.TextEncoder, diffusion, stats):
-    """`loss_fn(params, batch, rng)`; batch: "latent" [B,t,h,w,c] (raw VAE latents), text fields,
-    optional "cond_frames" [B,t] bool (clean conditioning frames; none = text-to-video)."""
+    """`loss_fn(params, batch, rng, step)`; batch: "latent" [B,t,h,w,c] (raw VAE latents), text
+    fields, optional "cond_frames" [B,t] bool (clean conditioning frames; none = text-to-video).
+    The flow loss is the same at every step."""
 
-    def loss_fn(params, batch, rng):
+    def loss_fn(params, batch, rng, step=None):
+        del step
         t_rng, drop_rng = jax.random.split(rng)
         latent = normalize(batch["latent"], stats)
         grid = patching.grid_shape(latent.shape, model.patch_size)
@@ -223,10 +225,16 @@ class Pipeline:
 
     def embed(self, prompts):
         """(text input [B, L, E] or ids [B, L], mask [B, L]) for the DiT's text encoder."""
+        prompts = [str(p) for p in prompts]
         if self.embedder is not None:
             return self.embedder(prompts)
         tokens = self.text.tokenizer(prompts)
         return tokens["ids"], tokens["mask"]
+
+    def text_batch(self, captions) -> dict:
+        """The text fields of a train batch: states (frozen encoder) or token ids, and mask."""
+        text_in, mask = self.embed(captions)
+        return {"text" if self.text.frozen else "text_ids": text_in, "text_mask": mask}
 
     def latent_shape(self, batch: int, frames: int, height: int, width: int):
         shape = self.vae.check_video_shape((batch, frames, height, width, 3))

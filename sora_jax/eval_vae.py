@@ -10,7 +10,6 @@ Videos given as files are trimmed to the largest 1 + 4k frames and center-croppe
 the spatial factor.
 """
 
-import json
 import pathlib
 import time
 
@@ -19,9 +18,10 @@ import numpy as np
 from absl import flags
 from tqdm import tqdm
 
-from sora_jax import checkpoints, cli, vae_lib
+from sora_jax import atomic, checkpoints, cli, probe_eval, vae_lib
 from sora_jax.data.lavfi import SOURCES as LAVFI_SOURCES
 from sora_jax.data.lavfi import render_lavfi
+from sora_jax.data.shapes_world import probe
 from sora_jax.data.shapes_world.world import generate_clip
 from sora_jax.metrics import video_metrics
 from sora_jax.models.vae import ChunkedCodec
@@ -61,23 +61,23 @@ def fit_to_vae(video: np.ndarray, temporal: int, spatial: int, name: str) -> np.
     return video[:frames, top : top + height, left : left + width]
 
 
+def shapes_world_clips() -> tuple[list[tuple[str, np.ndarray]], dict[str, str]]:
+    """Held-out Shapes World clips as (name, video) pairs, and their captions by name."""
+    videos, captions = [], {}
+    for i in range(_NUM_CLIPS.value):
+        clip = generate_clip(
+            i, split="heldout", frames=_FRAMES.value, height=_HEIGHT.value, width=_WIDTH.value
+        )
+        videos.append((f"shapes_world/heldout/{i}", clip["video"]))
+        captions[videos[-1][0]] = clip["caption"]
+    return videos, captions
+
+
 def collect_videos(paths: list[str] | None, dataset: str | None) -> list[tuple[str, np.ndarray]]:
     if bool(paths) == bool(dataset):
         raise cli.UserError("give exactly one of --videos or --dataset")
     if dataset == "shapes_world":
-        return [
-            (
-                f"shapes_world/heldout/{i}",
-                generate_clip(
-                    i,
-                    split="heldout",
-                    frames=_FRAMES.value,
-                    height=_HEIGHT.value,
-                    width=_WIDTH.value,
-                )["video"],
-            )
-            for i in range(_NUM_CLIPS.value)
-        ]
+        return shapes_world_clips()[0]
     if dataset == "lavfi":
         return [
             (
@@ -106,12 +106,20 @@ def collect_videos(paths: list[str] | None, dataset: str | None) -> list[tuple[s
 
 
 def evaluate(
-    workdir: str, videos: list[tuple[str, np.ndarray]], out_dir: pathlib.Path, num_samples: int
+    workdir: str,
+    videos: list[tuple[str, np.ndarray]],
+    out_dir: pathlib.Path,
+    num_samples: int,
+    captions: dict[str, str] | None = None,
 ) -> dict:
+    """Reconstruction metrics per video and mean. With Shapes World `captions` (by video name)
+    the probe also reads each reconstruction against its caption: how much of what a prompt
+    asks for survives the autoencoder, the ceiling of the DiT's prompt adherence."""
+    captions = captions or {}
     model, params, config = vae_lib.load_vae(workdir)
     codec = ChunkedCodec(model, latent_frames_per_chunk=4)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, readings = [], []
     for i, (name, video) in enumerate(tqdm(videos, desc="eval-vae", unit="video")):
         video = fit_to_vae(video, model.temporal_factor, model.spatial_factor, name)
         start = time.perf_counter()
@@ -129,6 +137,9 @@ def evaluate(
                 "latent_shape": list(latent.shape[1:]),
             }
         )
+        if name in captions:
+            readings.append(probe.probe(recon, captions[name]))
+            rows[-1]["probe_adherence"] = readings[-1]["adherence"]
         if i < num_samples:
             write_video(out_dir / f"recon_{i:03d}.gif", np.concatenate([video, recon], axis=2))
     report = {
@@ -143,7 +154,9 @@ def evaluate(
         / model.latent_channels,
         "videos": rows,
     }
-    (out_dir / "report.json").write_text(json.dumps(report, indent=1))
+    if readings:
+        report["probe"] = probe_eval.summarize(readings)
+    atomic.write_json(out_dir / "report.json", report)
     return report
 
 
@@ -152,17 +165,22 @@ def main(argv):
         raise cli.UserError(f"unexpected arguments: {argv[1:]}")
     if not _CHECKPOINT.value or not _OUT_DIR.value:
         raise cli.UserError("--checkpoint and --out_dir are required")
-    videos = collect_videos(_VIDEOS.value, _DATASET.value)
-    try:
+    captions = {}
+    if _DATASET.value == "shapes_world" and not _VIDEOS.value:
+        videos, captions = shapes_world_clips()
+    else:
+        videos = collect_videos(_VIDEOS.value, _DATASET.value)
+    with cli.user_errors(checkpoints.CheckpointError):
         report = evaluate(
-            _CHECKPOINT.value, videos, pathlib.Path(_OUT_DIR.value), _NUM_SAMPLES.value
+            _CHECKPOINT.value, videos, pathlib.Path(_OUT_DIR.value), _NUM_SAMPLES.value, captions
         )
-    except checkpoints.CheckpointError as e:
-        raise cli.UserError(str(e)) from e
     mean = report["mean"]
+    probe_line = ""
+    if "probe" in report:
+        probe_line = f"; probe adherence of reconstructions {report['probe']['adherence']:.1%}"
     print(
         f"{report['num_videos']} videos: PSNR {mean['psnr']:.2f} dB, SSIM {mean['ssim']:.4f}, "
-        f"LPIPS {mean['lpips']:.4f}; compression {report['compression_ratio']:.1f}x; "
+        f"LPIPS {mean['lpips']:.4f}; compression {report['compression_ratio']:.1f}x{probe_line}; "
         f"report in {_OUT_DIR.value}/report.json"
     )
 

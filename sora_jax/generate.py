@@ -9,19 +9,16 @@ files are written atomically, so bad input never leaves partial output. Tasks ot
 text-to-video (image-to-video, extension, interpolation, looping, video-to-video) are issue #5.
 """
 
-import json
-import os
 import pathlib
 import time
-import uuid
 
 from absl import flags
 
-from sora_jax import checkpoints, cli, dit_lib
+from sora_jax import atomic, checkpoints, cli, dit_lib, prompt_files
+from sora_jax.diffusion import samplers
 from sora_jax.video_io import WRITABLE_SUFFIXES, write_video
 
 TASKS = ("t2v", "i2v", "extend", "interpolate", "loop", "v2v")
-SAMPLERS = ("euler", "heun", "dpmpp_2m")
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A `sora-jax train` workdir.")
 _PROMPT = flags.DEFINE_string("prompt", None, "The text prompt (one video).")
@@ -36,7 +33,7 @@ _FPS = flags.DEFINE_float("fps", None, "Frames per second of the file; default: 
 _STEPS = flags.DEFINE_integer("steps", 25, "Sampler steps.")
 _CFG = flags.DEFINE_float("cfg", 4.0, "Classifier-free guidance scale (1 = none).")
 _SEED = flags.DEFINE_integer("seed", 0, "Noise seed (per-line seeds in --prompts win).")
-_SAMPLER = flags.DEFINE_enum("sampler", "euler", SAMPLERS, "ODE solver.")
+_SAMPLER = flags.DEFINE_enum("sampler", "euler", samplers.METHODS, "ODE solver.")
 
 
 def read_jobs() -> list[dict]:
@@ -57,34 +54,16 @@ def read_jobs() -> list[dict]:
     if not _PROMPTS.value or not _OUT_DIR.value:
         raise cli.UserError("--prompts and --out_dir go together")
     path = pathlib.Path(_PROMPTS.value)
-    if not path.is_file():
-        raise cli.UserError(f"{path}: no such prompts file")
     jobs = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise cli.UserError(f"{path}:{number}: not JSON ({e.msg})") from e
-        prompt = entry.get("prompt") if isinstance(entry, dict) else None
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise cli.UserError(f'{path}:{number}: empty or missing "prompt"')
+    for entry in prompt_files.read_prompts(path):
         if entry.get("task", "t2v") != "t2v":
             raise cli.UserError(
-                f"{path}:{number}: task {entry['task']!r} is not implemented yet (issue #5)"
+                f"{path}:{entry['line']}: task {entry['task']!r} is not implemented yet (issue #5)"
             )
         out = pathlib.Path(_OUT_DIR.value) / f"{len(jobs):04d}.mp4"
-        jobs.append({"prompt": prompt, "seed": int(entry.get("seed", _SEED.value)), "out": out})
-    if not jobs:
-        raise cli.UserError(f"{path}: no prompts")
+        seed = int(entry.get("seed", _SEED.value))
+        jobs.append({"prompt": entry["prompt"], "seed": seed, "out": out})
     return jobs
-
-
-def write_sidecar(path: pathlib.Path, record: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, path)
 
 
 def main(argv):
@@ -98,10 +77,8 @@ def main(argv):
         raise cli.UserError(f"--steps must be at least 1, got {_STEPS.value}")
     jobs = read_jobs()
     start = time.perf_counter()
-    try:
+    with cli.user_errors(checkpoints.CheckpointError, FileNotFoundError):
         pipe = dit_lib.load_pipeline(_CHECKPOINT.value)
-    except (checkpoints.CheckpointError, FileNotFoundError) as e:
-        raise cli.UserError(str(e)) from e
     load_s = time.perf_counter() - start
     frames, height, width = pipe.config.data.sizes[0]
     frames, height, width = (
@@ -111,11 +88,9 @@ def main(argv):
     )
     if height % 16 or width % 16:
         raise cli.UserError(f"height and width must be multiples of 16, got {height}x{width}")
-    try:
+    with cli.user_errors(ValueError):
         pipe.latent_shape(1, frames, height, width)
         pipe.embed([job["prompt"] for job in jobs])  # tokenizes: empty prompts fail here
-    except ValueError as e:
-        raise cli.UserError(str(e)) from e
     fps = _FPS.value or pipe.config.data.fps
     for job in jobs:
         job["out"].parent.mkdir(parents=True, exist_ok=True)
@@ -131,10 +106,8 @@ def main(argv):
             method=_SAMPLER.value,
         )[0]
         sample_s = time.perf_counter() - start
-        try:
+        with cli.user_errors(ValueError):
             write_video(job["out"], video, fps=fps)
-        except ValueError as e:
-            raise cli.UserError(str(e)) from e
         record = {
             "prompt": job["prompt"],
             "seed": job["seed"],
@@ -151,7 +124,7 @@ def main(argv):
             "config": pipe.config.to_dict(),
             "timings_s": {"load": round(load_s, 3), "generate": round(sample_s, 3)},
         }
-        write_sidecar(job["out"].with_suffix(".json"), record)
+        atomic.write_json(job["out"].with_suffix(".json"), record)
         print(f"wrote {job['out']} ({sample_s:.1f} s)")
 
 

@@ -18,19 +18,27 @@ import pathlib
 import grain
 import jax
 import ml_collections
-import numpy as np
 from absl import logging
 
-from sora_jax import checkpoints, cli, dit_lib, sharding, train_lib, train_loop, vae_lib
+from sora_jax import (
+    checkpoints,
+    cli,
+    dit_lib,
+    probe_eval,
+    sharding,
+    train_lib,
+    train_loop,
+    vae_lib,
+)
 from sora_jax.data import latent_cache, pipeline, sources
 from sora_jax.data.shapes_world import probe
 from sora_jax.metric_writers import MetricWriter
 from sora_jax.text import encoders
-from sora_jax.video_io import write_video
+from sora_jax.video_io import tile_videos, write_video
 
 
 # ------------------------------------------------------------------------------------------------
-# Data: the latent cache, text inputs.
+# Data: the latent cache.
 # ------------------------------------------------------------------------------------------------
 def prepare_latents(config, workdir: pathlib.Path) -> dict:
     """Builds (or reuses) the latent cache; returns its meta. Pins the VAE in W/vae.json."""
@@ -60,34 +68,9 @@ def prepare_latents(config, workdir: pathlib.Path) -> dict:
     return {**meta, "dir": str(cache_dir)}
 
 
-class TextInputs:
-    """Captions -> the text fields of a batch (states for a frozen encoder, ids otherwise)."""
-
-    def __init__(self, text: encoders.TextEncoder):
-        self.text = text
-        self.embedder = encoders.CachedEmbedder(text) if text.frozen else None
-
-    def __call__(self, captions) -> dict:
-        captions = [str(c) for c in captions]
-        if self.embedder is not None:
-            states, mask = self.embedder(captions)
-            return {"text": states, "text_mask": mask}
-        tokens = self.text.tokenizer(captions)
-        return {"text_ids": tokens["ids"], "text_mask": tokens["mask"]}
-
-
 # ------------------------------------------------------------------------------------------------
 # Samples: fixed held-out prompts, generated with the EMA params, scored by the probe.
 # ------------------------------------------------------------------------------------------------
-def sample_prompts(config) -> list[str]:
-    frames, height, width = config.data.sizes[0]
-    source = sources.make_source(
-        ml_collections.ConfigDict({**config.data.to_dict(), "sizes": ((frames, height, width),)}),
-        split="heldout",
-    )
-    return [str(source[i]["caption"]) for i in range(config.num_sample_prompts)]
-
-
 def write_samples(
     workdir: pathlib.Path, step: int, pipe: dit_lib.Pipeline, params, prompts, config
 ):
@@ -102,20 +85,11 @@ def write_samples(
         seed=step,
         params=params,
     )
-    adherence = float(
-        np.mean([probe.probe(v, p)["adherence"] for v, p in zip(videos, prompts, strict=True)])
-    )
+    readings = [probe.probe(v, p) for v, p in zip(videos, prompts, strict=True)]
     (workdir / "samples").mkdir(parents=True, exist_ok=True)
-    columns = 4
-    rows = [
-        np.concatenate(list(videos[i : i + columns]), axis=2)
-        for i in range(0, len(videos), columns)
-    ]
-    if len(rows) > 1 and rows[-1].shape != rows[0].shape:
-        rows = rows[:-1]
-    write_video(workdir / "samples" / f"samples_{step:07d}.gif", np.concatenate(rows, 1), fps=8)
+    write_video(workdir / "samples" / f"samples_{step:07d}.gif", tile_videos(videos, 4), fps=8)
     (workdir / "samples" / f"samples_{step:07d}.json").write_text(json.dumps(prompts, indent=1))
-    return adherence
+    return probe_eval.summarize(readings)["adherence"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -183,8 +157,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         mesh,
         sharding.DIT_RULES,
     )
-    text_inputs = TextInputs(text)
-    prompts = sample_prompts(config)
+    prompts = probe_eval.probe_prompts(config.data, "heldout", config.num_sample_prompts)
 
     vae, vae_params, _ = vae_lib.load_vae(meta["vae_workdir"], meta["vae_step"])
     pipe = dit_lib.Pipeline(config, model, state.ema, text, vae, vae_params, stats, start_step)
@@ -199,7 +172,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     def batches():
         while True:
             example = next(data_iterator)
-            batch = {"latent": example["latent"], **text_inputs(example["caption"])}
+            batch = {"latent": example["latent"], **pipe.text_batch(example["caption"])}
             yield sharding.host_to_global(batch, mesh)
 
     try:

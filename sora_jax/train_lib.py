@@ -2,7 +2,8 @@
 
 State is a plain pytree and the step a pure function `train_step(state, batch, rng) ->
 (state, metrics)`, jitted once with explicit shardings (nanodo / big_vision style; no Trainer
-class). The loss is the only model-specific part: `loss_fn(params, batch, rng) -> (loss, aux)`.
+class). The loss is the only model-specific part: `loss_fn(params, batch, rng, step) -> (loss,
+aux)`, with `step` the state's step before the update (for losses that switch on over time).
 """
 
 from collections.abc import Callable
@@ -15,7 +16,7 @@ import optax
 
 from sora_jax import sharding as sharding_lib
 
-LossFn = Callable[[Any, Any, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+LossFn = Callable[[Any, Any, jax.Array, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
 TrainStep = Callable[[Any, Any, jax.Array], tuple[Any, dict[str, jax.Array]]]
 
 
@@ -65,7 +66,7 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation) ->
     def train_step(state: TrainState, batch: Any, rng: jax.Array):
         rng = jax.random.fold_in(rng, state.step)
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (loss, aux), grads = grad_fn(state.params, batch, rng)
+        (loss, aux), grads = grad_fn(state.params, batch, rng, state.step)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {**aux, "loss": loss, "grad_norm": optax.tree.norm(grads)}

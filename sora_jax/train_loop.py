@@ -90,10 +90,8 @@ def command_main(train_and_evaluate: Callable[[Any, str], dict]) -> Callable[[li
         config, workdir = train_flags.CONFIG.value, train_flags.WORKDIR.value
         if config is None or not workdir:
             raise cli.UserError("--config and --workdir are required")
-        try:
+        with cli.user_errors(checkpoints.CheckpointError, ValueError, FileNotFoundError):
             result = train_and_evaluate(config, workdir)
-        except (checkpoints.CheckpointError, ValueError, FileNotFoundError) as e:
-            raise cli.UserError(str(e)) from e
         print(f"trained to step {result['step']}; checkpoints in {workdir}/checkpoints")
 
     return main

@@ -1,4 +1,4 @@
-"""`sora-jax train-vae`: trains the causal video autoencoder (L1 + LPIPS + KL).
+"""`sora-jax train-vae`: trains the causal video autoencoder (L1 + MSE + LPIPS + KL [+ GAN]).
 
     sora-jax train-vae --config configs/vae_tiny.py --workdir W [--config.total_steps=...]
 
@@ -72,7 +72,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     dummy = jnp.zeros((1, frames, height, width, 3), jnp.float32)
     optimizer = train_lib.make_optimizer(config.optimizer, config.total_steps)
     state, state_shardings = sharding.sharded_init(
-        lambda r: train_lib.create_train_state(model.init(r, dummy)["params"], optimizer),
+        lambda r: train_lib.create_train_state(
+            vae_lib.init_params(model, config.loss, r, dummy), optimizer
+        ),
         mesh,
         rules,
         rng,
@@ -98,7 +100,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     manager = checkpoints.make_manager(workdir, max_to_keep=config.keep_checkpoints)
     abstract_state = checkpoints.abstract_like(state, state_shardings)
     restored, start_step = checkpoints.restore_latest(
-        manager, abstract_state, data_iterator, config
+        manager,
+        abstract_state,
+        data_iterator,
+        config,
+        # The discriminator's params are part of the state only with the adversarial loss on.
+        checks={"adversarial on/off": lambda c: vae_lib.adversarial_weight(c["loss"]) > 0},
     )
     if restored is not None:
         state = restored
@@ -117,7 +124,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     clips = sample_clips(config)
 
     def samples(state, step):
-        return {"sample_psnr": write_samples(workdir, step, model, state.params, clips)}
+        params = vae_lib.autoencoder_params(state.params)
+        return {"sample_psnr": write_samples(workdir, step, model, params, clips)}
 
     def batches():
         while True:

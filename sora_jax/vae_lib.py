@@ -1,6 +1,6 @@
 """The video autoencoder's recipe, shared by `train-vae`, `eval-vae` and the DiT trainer:
-model from config, optimizer, loss (L1 + LPIPS + KL), reconstruction, and loading a trained VAE
-from a `train-vae` workdir."""
+model from config, parameters, loss (L1 + MSE + LPIPS + KL, optionally adversarial),
+reconstruction, and loading a trained VAE from a `train-vae` workdir."""
 
 import functools
 import pathlib
@@ -12,6 +12,7 @@ from flax import linen as nn
 
 from sora_jax import checkpoints, sharding, train_lib
 from sora_jax.models import vae as vae_model
+from sora_jax.models.discriminator import PatchDiscriminator
 
 
 # ------------------------------------------------------------------------------------------------
@@ -22,8 +23,33 @@ def make_model(
 ) -> vae_model.VideoVAE:
     """`conv_impl` "matmul" trains faster; "xla" (what `load_vae` uses) needs less memory."""
     return vae_model.vae_from_variant(
-        model_config.variant, dtype=jnp.dtype(model_config.dtype), conv_impl=conv_impl
+        model_config.variant,
+        dtype=jnp.dtype(model_config.dtype),
+        conv_impl=conv_impl,
+        # Runs saved before these fields existed used the defaults.
+        norm=model_config.get("norm", "rms"),
+        logvar_init=model_config.get("logvar_init", 0.0),
     )
+
+
+def adversarial_weight(loss_config) -> float:
+    """The adversarial loss weight of a config's `loss` (ConfigDict or saved dict); 0 = off."""
+    return loss_config.get("adversarial", 0.0)  # configs saved before the option have none
+
+
+def init_params(model: vae_model.VideoVAE, loss_config, rng, video):
+    """What `train-vae` trains: the VAE's params, or {"vae", "disc"} with a discriminator when
+    the adversarial loss is on (off, the tree and its initial values are the VAE's alone)."""
+    params = model.init(rng, video)["params"]
+    if adversarial_weight(loss_config) <= 0:
+        return params
+    disc = PatchDiscriminator(conv_impl=model.conv_impl)
+    return {"vae": params, "disc": disc.init(jax.random.fold_in(rng, 1), video)["params"]}
+
+
+def autoencoder_params(params):
+    """The VAE's part of what `init_params` made."""
+    return params["vae"] if "disc" in params else params
 
 
 def to_unit_range(video_uint8):
@@ -48,22 +74,24 @@ def random_crop(video_BxTxHxWx3, rng, crop: tuple[int, int, int]):
 
 
 def make_loss_fn(model: vae_model.VideoVAE, loss_config: ml_collections.ConfigDict):
-    """`loss_fn(params, batch, rng) -> (loss, metrics)` for `train_lib.make_train_step`."""
+    """`loss_fn(params, batch, rng, step) -> (loss, metrics)` for `train_lib.make_train_step`."""
     lpips = None
     if loss_config.lpips > 0:
         from sora_jax.metrics.lpips import LPIPS, load_params
 
         lpips = functools.partial(LPIPS(net="alex").apply, {"params": load_params("alex")})
 
-    def loss_fn(params, batch, rng):
+    def loss_fn(params, batch, rng, step):
         sample_rng, frame_rng, crop_rng = jax.random.split(rng, 3)
         video = to_unit_range(random_crop(batch["video"], crop_rng, loss_config.crop))
-        recon, mean, logvar = model.apply({"params": params}, video, sample_rng)
+        recon, mean, logvar = model.apply({"params": autoencoder_params(params)}, video, sample_rng)
         l1 = jnp.mean(jnp.abs(recon - video))
+        mse = jnp.mean(jnp.square(recon - video))
         kl = 0.5 * jnp.mean(mean**2 + jnp.exp(logvar) - 1.0 - logvar)
-        loss = loss_config.l1 * l1 + loss_config.kl * kl
+        loss = loss_config.l1 * l1 + loss_config.mse * mse + loss_config.kl * kl
         metrics = {
             "l1": l1,
+            "mse": mse,
             "kl": kl,
             "psnr": 10 * jnp.log10(4.0 / jnp.mean((jnp.clip(recon, -1, 1) - video) ** 2)),
         }
@@ -75,7 +103,22 @@ def make_loss_fn(model: vae_model.VideoVAE, loss_config: ml_collections.ConfigDi
             perceptual = jnp.mean(lpips(flat(recon), flat(video)))
             loss = loss + loss_config.lpips * perceptual
             metrics["lpips"] = perceptual
+        if "disc" in params:
+            loss, metrics = _add_adversarial(loss, metrics, params["disc"], video, recon, step)
         return loss, metrics
+
+    def _add_adversarial(loss, metrics, disc_params, video, recon, step):
+        """Hinge GAN terms from `adversarial_start` on. The generator term sees the discriminator
+        frozen and the discriminator term sees the reconstruction frozen, so one gradient of
+        the sum trains each part on its own objective."""
+        judge = PatchDiscriminator(conv_impl=model.conv_impl).apply
+        real = judge({"params": disc_params}, video)
+        fake = judge({"params": disc_params}, jax.lax.stop_gradient(recon))
+        disc_loss = jnp.mean(nn.relu(1.0 - real)) + jnp.mean(nn.relu(1.0 + fake))
+        gen_loss = -jnp.mean(judge({"params": jax.lax.stop_gradient(disc_params)}, recon))
+        on = jnp.asarray(step >= loss_config.adversarial_start, jnp.float32)
+        loss = loss + on * (adversarial_weight(loss_config) * gen_loss + disc_loss)
+        return loss, {**metrics, "adv_generator": gen_loss, "adv_discriminator": disc_loss}
 
     return loss_fn
 
@@ -108,6 +151,12 @@ def load_vae(workdir: str | pathlib.Path, step: int | None = None):
     The model is rebuilt from the config saved with the checkpoint, so a VAE is named by its
     workdir alone. Raises `checkpoints.CheckpointError` for a missing or foreign directory.
     """
+    model, state, config = load_state(workdir, step)
+    return model, autoencoder_params(state.params), config
+
+
+def load_state(workdir: str | pathlib.Path, step: int | None = None):
+    """(model, whole train state, config) of a `train-vae` checkpoint, on one device."""
     config = checkpoints.saved_config(workdir, step)
     model = make_model(config.model, conv_impl="xla")
     optimizer = train_lib.make_optimizer(config.optimizer, config.total_steps)
@@ -115,10 +164,11 @@ def load_vae(workdir: str | pathlib.Path, step: int | None = None):
     dummy = jnp.zeros((1, frames, height, width, 3), jnp.float32)
     mesh = sharding.make_mesh({"data": -1}, devices=jax.devices()[:1])
     abstract = jax.eval_shape(
-        lambda r: train_lib.create_train_state(model.init(r, dummy)["params"], optimizer),
+        lambda r: train_lib.create_train_state(
+            init_params(model, config.loss, r, dummy), optimizer
+        ),
         jax.random.key(0),
     )
     shardings = sharding.logical_shardings(abstract, mesh, sharding.VAE_RULES)
     target = checkpoints.abstract_like(nn.unbox(abstract), shardings)
-    state = checkpoints.restore_state(workdir, target, step)
-    return model, state.params, config
+    return model, checkpoints.restore_state(workdir, target, step), config

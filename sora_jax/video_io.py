@@ -96,6 +96,22 @@ def write_video(path: str | os.PathLike, frames_TxHxWx3: np.ndarray, fps: float 
         tmp.unlink(missing_ok=True)
 
 
+def tile_videos(videos_BxTxHxWx3: np.ndarray, columns: int) -> np.ndarray:
+    """Lays same-shape videos out in a grid [T, rows*H, columns*W, 3], row by row.
+
+    A last row with fewer than `columns` videos is filled with black.
+    """
+    videos = np.asarray(videos_BxTxHxWx3)
+    if videos.ndim != 5 or not len(videos) or columns < 1:
+        raise ValueError(f"need videos [B>0,T,H,W,C], columns >= 1; got {videos.shape}, {columns}")
+    rows = -(-len(videos) // columns)
+    padded = np.zeros((rows * columns, *videos.shape[1:]), videos.dtype)
+    padded[: len(videos)] = videos
+    b, t, h, w, c = padded.shape
+    grid = padded.reshape(rows, columns, t, h, w, c).transpose(2, 0, 3, 1, 4, 5)
+    return grid.reshape(t, rows * h, columns * w, c)
+
+
 def _check_frames(frames: np.ndarray) -> np.ndarray:
     frames = np.asarray(frames)
     if frames.dtype != np.uint8:

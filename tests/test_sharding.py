@@ -141,7 +141,7 @@ MODEL = Mlp(hidden_dim=F, activation="swiglu")
 OPTIMIZER = optax.adamw(1e-2, weight_decay=1e-2)
 
 
-def _loss_fn(params, batch, rng):
+def _loss_fn(params, batch, rng, step):
     pred = MODEL.apply({"params": params}, batch["x"])
     # The rng must reach the loss already folded with the step; report it to check that.
     return jnp.mean((pred - batch["y"]) ** 2), {"noise": jax.random.uniform(rng)}

@@ -92,13 +92,17 @@ def test_a_changed_model_refuses_the_workdir(runs):
         train.train_and_evaluate(config, str(straight))
 
 
-def _generate(*args):
+def _command(module, *args):
     return subprocess.run(
-        [sys.executable, "-m", "sora_jax.generate", *args],
+        [sys.executable, "-m", module, *args],
         capture_output=True,
         text=True,
         timeout=600,
     )
+
+
+def _generate(*args):
+    return _command("sora_jax.generate", *args)
 
 
 def test_generate_writes_video_and_sidecar(runs, tmp_path):
@@ -128,6 +132,31 @@ def test_generate_writes_video_and_sidecar(runs, tmp_path):
     proc = _generate(f"--checkpoint={tmp_path}/missing", "--prompt=x", f"--out={out}")
     assert proc.returncode == 2 and "no checkpoints" in proc.stderr
     assert not out.exists() and not list(tmp_path.glob("*.json"))
+
+
+def test_eval_reports_probe_adherence_per_set(runs, tmp_path):
+    _, straight, _, _ = runs
+    out_dir = tmp_path / "eval"
+    proc = _command(
+        "sora_jax.evaluate", f"--checkpoint={straight}", f"--out_dir={out_dir}",
+        "--num_prompts=3", "--batch_size=2", "--steps=2", "--grid=2",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out_dir / "report.json").read_text())
+    assert set(report["t2v"]) == {"train", "heldout"} and report["step"] == 4
+    for summary in report["t2v"].values():
+        assert summary["num_videos"] == 3 and 0.0 <= summary["adherence"] <= 1.0
+        assert {"color", "shape", "size", "motion"} <= set(summary["attributes"])
+    assert len(report["videos"]) == 6 and (out_dir / "t2v_heldout.gif").stat().st_size > 0
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "a red cat sings"}\n')
+    proc = _command(
+        "sora_jax.evaluate", f"--checkpoint={straight}", f"--out_dir={tmp_path}/bad",
+        f"--prompts={prompts}",
+    )  # fmt: skip
+    assert proc.returncode == 2 and "cannot read prompt" in proc.stderr, proc.stderr
+    assert not (tmp_path / "bad").exists()
 
 
 def test_flow_loss_overfits_a_few_latents():

@@ -4,10 +4,12 @@ import json
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
 from sora_jax import checkpoints, config_lib, eval_vae, train_vae, vae_lib
+from sora_jax.data.shapes_world.world import generate_clip
 from sora_jax.metric_writers import read_metrics
 
 
@@ -54,12 +56,18 @@ def test_load_vae_and_eval(run, tmp_path):
     workdir, _, _ = run
     model, params, config = vae_lib.load_vae(workdir)
     assert config.model.variant == "micro/t4s8c16"
+    clip = generate_clip(0, split="heldout", frames=9, height=32, width=32)
     videos = [
         ("a", np.full((9, 32, 40, 3), 128, np.uint8)),
         ("b", np.zeros((10, 33, 40, 3), np.uint8)),
+        ("clip", clip["video"]),
     ]
-    report = eval_vae.evaluate(str(workdir), videos, tmp_path, num_samples=1)
-    assert report["num_videos"] == 2 and report["compression_ratio"] == 48.0
+    captions = {"clip": clip["caption"]}
+    report = eval_vae.evaluate(str(workdir), videos, tmp_path, num_samples=1, captions=captions)
+    assert report["num_videos"] == 3 and report["compression_ratio"] == 48.0
+    # The probe reads only the captioned video (a one-step VAE's blur loses most attributes).
+    assert report["probe"]["num_videos"] == 1 and "probe_adherence" not in report["videos"][0]
+    assert 0.0 <= report["videos"][2]["probe_adherence"] < 1.0
     assert report["videos"][1]["shape"] == [9, 32, 40, 3]  # trimmed to 1 + 4k, cropped to 8s
     assert (tmp_path / "report.json").exists() and (tmp_path / "recon_000.gif").exists()
     assert all(0 <= v["ssim"] <= 1 and v["lpips"] >= 0 for v in report["videos"])
@@ -111,3 +119,68 @@ def test_cli_errors(tmp_path):
     )
     assert both.returncode == 2 and "exactly one of --videos or --dataset" in both.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_adversarial_term_trains_the_discriminator_from_its_start_step(tmp_path):
+    config = _config(3)
+    config.loss.lpips = 0.0
+    config.loss.adversarial = 0.5
+    config.loss.adversarial_start = 2
+    config.checkpoint_every = 1
+    train_vae.train_and_evaluate(config, str(tmp_path))
+    states = {s: vae_lib.load_state(tmp_path, s)[1].params for s in (1, 2, 3)}
+    assert set(states[1]) == {"vae", "disc"}
+
+    def changed(a, b):
+        pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+        return any(np.any(x != y) for x, y in pairs)
+
+    assert changed(states[1]["vae"], states[2]["vae"])
+    assert not changed(states[1]["disc"], states[2]["disc"])  # step index 1 < start 2
+    assert changed(states[2]["disc"], states[3]["disc"])
+    logged = [m for m in read_metrics(tmp_path) if "loss" in m]
+    assert all(np.isfinite(m["adv_discriminator"]) for m in logged)
+    _, params, _ = vae_lib.load_vae(tmp_path)
+    assert "disc" not in params and "encoder" in params
+    config.loss.adversarial = 0.0
+    config.total_steps = 4
+    with pytest.raises(checkpoints.CheckpointError, match="adversarial on/off"):
+        train_vae.train_and_evaluate(config, str(tmp_path))
+
+
+def test_adversarial_gradients_reach_each_part_from_its_own_term():
+    """Generator term -> VAE only (discriminator frozen); discriminator term -> discriminator
+    only (reconstruction frozen)."""
+    from sora_jax.models.discriminator import PatchDiscriminator
+
+    config = _config(1)
+    config.loss.update(l1=0.0, mse=0.0, kl=0.0, lpips=0.0, adversarial=0.7, adversarial_start=0)
+    config.loss.crop = (5, 16, 16)
+    model = vae_lib.make_model(config.model)
+    video = jax.random.randint(jax.random.key(0), (2, 5, 16, 16, 3), 0, 256).astype(np.uint8)
+    params = vae_lib.init_params(model, config.loss, jax.random.key(1), video[:1] / 127.5 - 1)
+    params = jax.tree.map(np.asarray, vae_lib.nn.unbox(params))
+    loss_fn = vae_lib.make_loss_fn(model, config.loss)
+    rng = jax.random.key(2)
+    grads = jax.grad(lambda p: loss_fn(p, {"video": video}, rng, 0)[0])(params)
+
+    # The same terms written out with the same posterior sample.
+    judge = PatchDiscriminator(conv_impl=model.conv_impl).apply
+    sample_rng, _, _ = jax.random.split(rng, 3)
+    x = vae_lib.to_unit_range(video)
+
+    def recon(vae_params):
+        return model.apply({"params": vae_params}, x, sample_rng)[0]
+
+    def generator_term(vae_params):
+        return -0.7 * jax.numpy.mean(judge({"params": params["disc"]}, recon(vae_params)))
+
+    def discriminator_term(disc_params):
+        real = judge({"params": disc_params}, x)
+        fake = judge({"params": disc_params}, recon(params["vae"]))
+        return jax.numpy.mean(jax.nn.relu(1 - real)) + jax.numpy.mean(jax.nn.relu(1 + fake))
+
+    expected = {"vae": jax.grad(generator_term)(params["vae"])}
+    expected["disc"] = jax.grad(discriminator_term)(params["disc"])
+    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)

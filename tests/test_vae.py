@@ -133,3 +133,27 @@ def test_matmul_and_xla_convolutions_agree():
     for bad in ("cudnn",):
         with pytest.raises(ValueError, match="conv_impl"):
             vae_lib.vae_from_variant("micro/t4s8c16", conv_impl=bad).init(jax.random.key(1), video)
+
+
+def test_norm_free_variant_starts_near_identity_and_stays_causal_and_chunk_exact():
+    video = jax.random.uniform(jax.random.key(0), (1, 17, 32, 32, 3), minval=-1, maxval=1)
+    model = vae_lib.vae_from_variant(MICRO, norm="none", logvar_init=-6.0)
+    params = vae_lib.nn.unbox(jax.jit(model.init)(jax.random.key(1), video)["params"])
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    # SkipInit: each residual branch ends in a zero conv, so blocks start as the identity.
+    second_convs = [v for p, v in flat if "ResBlock" in str(p) and "CausalConv3d_1" in str(p)]
+    assert second_convs and all(not np.any(v) for v in second_convs)
+    _, logvar = model.apply({"params": params}, video, method=model.encode)
+    assert abs(float(jnp.mean(logvar)) + 6.0) < 1.0
+
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.key(2), len(leaves))
+    noisy = [v + 0.05 * jax.random.normal(k, v.shape) for v, k in zip(leaves, keys, strict=True)]
+    params = jax.tree_util.tree_unflatten(treedef, noisy)
+    mean = model.apply({"params": params}, video, method=model.encode)[0]
+    changed = model.apply({"params": params}, video.at[:, 9].set(0.3), method=model.encode)[0]
+    np.testing.assert_array_equal(changed[:, :3], mean[:, :3])  # frame 9 -> latent frame 3+
+    codec = vae_lib.ChunkedCodec(model, latent_frames_per_chunk=2)
+    np.testing.assert_allclose(codec.encode(params, video), mean, atol=2e-5)
+    with pytest.raises(ValueError, match="norm"):
+        vae_lib.vae_from_variant(MICRO, norm="batch").init(jax.random.key(1), video)

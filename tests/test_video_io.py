@@ -246,3 +246,14 @@ def test_lavfi_sources_render_real_frames():
         assert video.std() > 10  # a pattern, not a blank frame
     with pytest.raises(ValueError):
         render_lavfi("noise", 5, 32, 48)
+
+
+def test_tile_videos_lays_out_rows_and_pads_the_last():
+    videos = np.arange(5 * 2 * 3 * 4 * 1, dtype=np.int32).reshape(5, 2, 3, 4, 1)
+    grid = video_io.tile_videos(videos, columns=2)
+    assert grid.shape == (2, 9, 8, 1)
+    np.testing.assert_array_equal(grid[:, 0:3, 4:8], videos[1])
+    np.testing.assert_array_equal(grid[:, 6:9, 0:4], videos[4])
+    assert not grid[:, 6:9, 4:8].any()
+    with pytest.raises(ValueError):
+        video_io.tile_videos(videos[0], columns=2)

@@ -61,6 +61,9 @@ def cfg_velocity_batched(pair_fn, scale):
     return velocity_fn
 
 
+METHODS = ("euler", "heun", "dpmpp_2m")
+
+
 def sample(
     velocity_fn,
     noise_BxNxD,
@@ -103,7 +106,7 @@ def sample(
         # The second slot is the previous step's x0 prediction; unused before it exists.
         step, carry = functools.partial(_dpmpp_2m_step, velocity, hold, ts), (x, x)
     else:
-        raise ValueError(f"unknown sampler {method!r}; expected euler, heun or dpmpp_2m")
+        raise ValueError(f"unknown sampler {method!r}; expected one of {METHODS}")
 
     if progress:
         step = jax.jit(step)

@@ -26,7 +26,18 @@ from sora_jax.models.layers import RMSNorm
 _CONV_AXES = (None, None, None, "conv_in", "conv_out")
 _ACT_AXES = ("batch", "frames", "height", "width", "channels")
 # Per-pixel RMS norm over channels: mixes nothing across frames or pixels.
-_Norm = functools.partial(RMSNorm, scale_axis="channels")
+NORMS = ("rms", "none")
+
+
+def normalize(x, norm: str):
+    """Per-pixel RMS norm over channels ("rms": mixes nothing across frames or pixels, so
+    chunked and tiled processing stay exact), or nothing ("none")."""
+    if norm == "rms":
+        return RMSNorm(scale_axis="channels")(x)
+    if norm == "none":
+        return x
+    raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+
 
 # Width presets. `patch_size` folds p x p pixels into channels first (pixel unshuffle, as in
 # LTX-Video's VAE): convolutions then run at 1/p^2 of the pixels with wider channels, which is
@@ -85,6 +96,8 @@ class CausalConv3d(nn.Module):
     # kt*kh*kw-times larger transient buffer); "xla": lax.conv (less memory: inference).
     # Same parameters and outputs either way.
     conv_impl: str = "matmul"
+    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+    bias_init: nn.initializers.Initializer = nn.initializers.zeros
 
     @nn.compact
     def __call__(self, x_BxTxHxWxC):
@@ -101,12 +114,12 @@ class CausalConv3d(nn.Module):
             self.put_variable("cache", "tail", padded[:, num_out * st :])
         kernel = self.param(
             "kernel",
-            nn.with_logical_partitioning(nn.initializers.lecun_normal(), _CONV_AXES),
+            nn.with_logical_partitioning(self.kernel_init, _CONV_AXES),
             (*self.kernel, x_BxTxHxWxC.shape[-1], self.features),
         )
         bias = self.param(
             "bias",
-            nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)),
+            nn.with_logical_partitioning(self.bias_init, ("conv_out",)),
             (self.features,),
         )
         padded = jnp.pad(padded, ((0, 0), (0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
@@ -154,20 +167,31 @@ def conv3d_as_matmul(x_BxTxHxWxC, kernel, strides):
 
 
 class ResBlock(nn.Module):
-    """Pre-norm residual block: a spacetime (3,3,3) conv, then a spatial (1,3,3) conv."""
+    """Pre-norm residual block: a spacetime (3,3,3) conv, then a spatial (1,3,3) conv.
+
+    Without normalisation the branch's last conv starts at zero, so every block starts as the
+    identity (SkipInit) and the residual stream cannot blow up with depth.
+    """
 
     features: int
     dtype: jnp.dtype = jnp.float32
     conv_impl: str = "matmul"  # see CausalConv3d
+    norm: str = "rms"
 
     @nn.compact
     def __call__(self, x):
         h = CausalConv3d(self.features, dtype=self.dtype, conv_impl=self.conv_impl)(
-            nn.silu(_Norm()(x))
+            nn.silu(normalize(x, self.norm))
         )
         h = CausalConv3d(
-            self.features, kernel=(1, 3, 3), dtype=self.dtype, conv_impl=self.conv_impl
-        )(nn.silu(_Norm()(h)))
+            self.features,
+            kernel=(1, 3, 3),
+            dtype=self.dtype,
+            conv_impl=self.conv_impl,
+            kernel_init=(
+                nn.initializers.zeros if self.norm == "none" else nn.initializers.lecun_normal()
+            ),
+        )(nn.silu(normalize(h, self.norm)))
         if x.shape[-1] != self.features:
             x = CausalConv3d(
                 self.features, kernel=(1, 1, 1), dtype=self.dtype, conv_impl=self.conv_impl
@@ -242,6 +266,11 @@ class _Coder(nn.Module):
     spatial_factor: int
     dtype: jnp.dtype = jnp.float32
     conv_impl: str = "matmul"  # see CausalConv3d
+    norm: str = "rms"
+
+    @property
+    def block_args(self) -> dict:
+        return dict(dtype=self.dtype, conv_impl=self.conv_impl, norm=self.norm)
 
     def schedule(self):
         steps = len(self.channel_mults) - 1
@@ -254,6 +283,7 @@ class _Coder(nn.Module):
 
 class Encoder(_Coder):
     latent_channels: int = 16
+    logvar_init: float = 0.0  # bias of the log-variance outputs at initialisation
 
     @nn.compact
     def __call__(self, x):
@@ -262,9 +292,7 @@ class Encoder(_Coder):
         h = CausalConv3d(self.base_channels, dtype=self.dtype, conv_impl=self.conv_impl)(h)
         for level, mult in enumerate(self.channel_mults):
             for _ in range(self.num_res_blocks):
-                h = ResBlock(self.base_channels * mult, dtype=self.dtype, conv_impl=self.conv_impl)(
-                    h
-                )
+                h = ResBlock(self.base_channels * mult, **self.block_args)(h)
             if level < len(schedule):
                 spatial, temporal = schedule[level]
                 h = Downsample(
@@ -274,9 +302,16 @@ class Encoder(_Coder):
                     dtype=self.dtype,
                     conv_impl=self.conv_impl,
                 )(h)
-        h = ResBlock(h.shape[-1], dtype=self.dtype, conv_impl=self.conv_impl)(h)
-        h = nn.silu(_Norm()(h))
-        return CausalConv3d(2 * self.latent_channels, dtype=self.dtype, conv_impl=self.conv_impl)(h)
+        h = ResBlock(h.shape[-1], **self.block_args)(h)
+        h = nn.silu(normalize(h, self.norm))
+        c = self.latent_channels
+
+        def moments_bias(key, shape, dtype=jnp.float32):
+            return jnp.concatenate([jnp.zeros(c, dtype), jnp.full(c, self.logvar_init, dtype)])
+
+        return CausalConv3d(
+            2 * c, dtype=self.dtype, conv_impl=self.conv_impl, bias_init=moments_bias
+        )(h)
 
 
 class Decoder(_Coder):
@@ -287,12 +322,10 @@ class Decoder(_Coder):
         h = CausalConv3d(self.base_channels * mults[0], dtype=self.dtype, conv_impl=self.conv_impl)(
             z
         )
-        h = ResBlock(h.shape[-1], dtype=self.dtype, conv_impl=self.conv_impl)(h)
+        h = ResBlock(h.shape[-1], **self.block_args)(h)
         for level, mult in enumerate(mults):
             for _ in range(self.num_res_blocks + 1):
-                h = ResBlock(self.base_channels * mult, dtype=self.dtype, conv_impl=self.conv_impl)(
-                    h
-                )
+                h = ResBlock(self.base_channels * mult, **self.block_args)(h)
             if level < len(schedule):
                 spatial, temporal = schedule[len(schedule) - 1 - level]
                 h = Upsample(
@@ -302,7 +335,7 @@ class Decoder(_Coder):
                     dtype=self.dtype,
                     conv_impl=self.conv_impl,
                 )(h)
-        h = nn.silu(_Norm()(h))
+        h = nn.silu(normalize(h, self.norm))
         h = CausalConv3d(3 * self.patch_size**2, dtype=self.dtype, conv_impl=self.conv_impl)(h)
         return depth_to_space(h, self.patch_size)
 
@@ -319,6 +352,8 @@ class VideoVAE(nn.Module):
     latent_channels: int = 16
     dtype: jnp.dtype = jnp.float32
     conv_impl: str = "matmul"  # see CausalConv3d
+    norm: str = "rms"  # "rms" | "none" (see `normalize`)
+    logvar_init: float = 0.0  # initial posterior log-variance; < 0 starts with little noise
 
     def setup(self):
         steps = len(self.channel_mults) - 1
@@ -338,8 +373,11 @@ class VideoVAE(nn.Module):
             spatial_factor=self.spatial_factor,
             dtype=self.dtype,
             conv_impl=self.conv_impl,
+            norm=self.norm,
         )
-        self.encoder = Encoder(latent_channels=self.latent_channels, **shared)
+        self.encoder = Encoder(
+            latent_channels=self.latent_channels, logvar_init=self.logvar_init, **shared
+        )
         self.decoder = Decoder(**shared)
 
     def encode(self, video_BxTxHxWx3):
@@ -387,8 +425,9 @@ class VideoVAE(nn.Module):
         return tuple(shape)
 
 
-def vae_from_variant(variant: str, dtype=jnp.float32, conv_impl: str = "matmul") -> VideoVAE:
-    return VideoVAE(**decode_variant(variant), dtype=dtype, conv_impl=conv_impl)
+def vae_from_variant(variant: str, **fields) -> VideoVAE:
+    """The VideoVAE of a size string plus other fields (dtype, conv_impl, norm, ...)."""
+    return VideoVAE(**decode_variant(variant), **fields)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -74,6 +74,7 @@ def probe(video_TxHxWx3: np.ndarray, prompt: str) -> dict:
         "shots": shots,
         "cuts": cuts,
         "attributes": {k: float(np.mean(v)) for k, v in scores.items()},
+        "counts": {k: [int(np.sum(v)), len(v)] for k, v in scores.items()},  # [correct, prompted]
         "num_correct": int(num_correct),
         "num_prompted": int(num_prompted),
         "adherence": num_correct / num_prompted,

@@ -1,0 +1,132 @@
+"""`sora-jax eval`: held-out evaluation of a trained text-to-video run (CLI.md).
+
+    sora-jax eval --checkpoint W --out_dir D [--num_prompts 100] [--prompts FILE]
+
+Generates videos for Shapes World prompts of the train distribution (clips the run never saw)
+and of the held-out (colour, shape) pairs, reads each back with the probe, and writes
+D/report.json (adherence overall and per attribute for each prompt set, per-video rows, settings,
+timings) and a grid GIF of the first videos of each set. `--prompts` replaces both sets with the
+prompts of a jsonl file (Shapes World grammar, since the probe parses them). FVD, the other tasks
+and the HTML gallery are issue #7.
+"""
+
+import pathlib
+import time
+
+from absl import flags
+
+from sora_jax import atomic, checkpoints, cli, dit_lib, probe_eval, prompt_files
+from sora_jax.diffusion import samplers
+from sora_jax.video_io import tile_videos, write_video
+
+SPLITS = ("train", "heldout")
+
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A `sora-jax train` workdir.")
+_OUT_DIR = flags.DEFINE_string("out_dir", None, "Where report.json and the grids go.")
+_PROMPTS = flags.DEFINE_string("prompts", None, 'A jsonl file of {"prompt": ...} to evaluate.')
+_SPLITS = flags.DEFINE_multi_enum("splits", list(SPLITS), SPLITS, "Prompt sets (no --prompts).")
+_NUM_PROMPTS = flags.DEFINE_integer("num_prompts", 100, "Prompts per set (no --prompts).")
+_STEPS = flags.DEFINE_integer("steps", 25, "Sampler steps.")
+_CFG = flags.DEFINE_float("cfg", 4.0, "Classifier-free guidance scale (1 = none).")
+_SAMPLER = flags.DEFINE_enum("sampler", "euler", samplers.METHODS, "ODE solver.")
+_SEED = flags.DEFINE_integer("seed", 0, "Noise seed of the first batch (then +1 a batch).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Videos sampled at once.")
+_GRID = flags.DEFINE_integer("grid", 16, "Videos in each set's grid GIF (0: none).")
+
+
+def prompt_sets(pipe: dit_lib.Pipeline) -> dict[str, list[str]]:
+    """{set name: prompts} from --prompts, or the probe's train / held-out sets."""
+    if _PROMPTS.value:
+        return {"prompts": [e["prompt"] for e in prompt_files.read_prompts(_PROMPTS.value)]}
+    if _NUM_PROMPTS.value < 1:
+        raise cli.UserError(f"--num_prompts must be at least 1, got {_NUM_PROMPTS.value}")
+    data = pipe.config.data
+    if data.source != "shapes_world":
+        raise cli.UserError(
+            f"the run trained on data.source={data.source!r}: the built-in prompt sets are "
+            "Shapes World's; pass --prompts"
+        )
+    # Train-distribution prompts start after the clips the run trained on.
+    start = {"train": data.num_clips, "heldout": 0}
+    return {
+        split: probe_eval.probe_prompts(data, split, _NUM_PROMPTS.value, start[split])
+        for split in _SPLITS.value
+    }
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise cli.UserError(f"unexpected arguments: {argv[1:]}")
+    if not _CHECKPOINT.value or not _OUT_DIR.value:
+        raise cli.UserError("--checkpoint and --out_dir are required")
+    if _STEPS.value < 1 or _BATCH_SIZE.value < 1:
+        raise cli.UserError("--steps and --batch_size must be at least 1")
+    start = time.perf_counter()
+    with cli.user_errors(checkpoints.CheckpointError, FileNotFoundError):
+        pipe = dit_lib.load_pipeline(_CHECKPOINT.value)
+    load_s = time.perf_counter() - start
+    sets = prompt_sets(pipe)
+    frames, height, width = pipe.config.data.sizes[0]
+    with cli.user_errors(ValueError):
+        for prompts in sets.values():
+            pipe.embed(prompts)  # tokenizes: an empty prompt fails here, before any sampling
+            probe_eval.check_parsable(prompts)
+
+    def generate(prompts, seed):
+        return pipe.generate(
+            prompts,
+            frames=frames,
+            height=height,
+            width=width,
+            steps=_STEPS.value,
+            cfg=_CFG.value,
+            seed=seed,
+            method=_SAMPLER.value,
+        )
+
+    out_dir = pathlib.Path(_OUT_DIR.value)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = {
+        "checkpoint": str(pathlib.Path(_CHECKPOINT.value).resolve()),
+        "step": pipe.step,
+        "settings": {
+            "frames": frames,
+            "height": height,
+            "width": width,
+            "steps": _STEPS.value,
+            "cfg": _CFG.value,
+            "sampler": _SAMPLER.value,
+            "seed": _SEED.value,
+        },
+        "t2v": {},
+        "videos": [],
+        "timings_s": {"load": round(load_s, 3)},
+    }
+    grids = {}
+    for name, prompts in sets.items():
+        start = time.perf_counter()
+        summary, rows, videos = probe_eval.evaluate(
+            generate, prompts, batch_size=_BATCH_SIZE.value, seed=_SEED.value, desc=name
+        )
+        # Includes compiling the sampler for this set's batch shapes.
+        report["timings_s"][f"{name}_per_video"] = round(
+            (time.perf_counter() - start) / len(prompts), 3
+        )
+        report["t2v"][name] = summary
+        report["videos"] += [{"set": name, **row} for row in rows]
+        grids[name] = (videos[: _GRID.value], prompts[: _GRID.value])
+        attributes = ", ".join(f"{a} {v:.1%}" for a, v in summary["attributes"].items())
+        adherence = summary["adherence"]
+        print(f"{name}: adherence {adherence:.1%} on {len(prompts)} videos ({attributes})")
+    # Files only once every set is done: a failure leaves nothing half-written.
+    if _GRID.value > 0:
+        for name, (videos, prompts) in grids.items():
+            grid = tile_videos(videos, columns=min(4, len(videos)))
+            write_video(out_dir / f"t2v_{name}.gif", grid, fps=pipe.config.data.fps)
+            atomic.write_json(out_dir / f"t2v_{name}.json", prompts)
+    atomic.write_json(out_dir / "report.json", report)
+    print(f"report in {out_dir / 'report.json'}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
