@@ -192,7 +192,7 @@ def test_ema_warms_up():
     """Step 0 uses decay 1/10 (the EMA follows the params early); later steps approach 0.999."""
     params = {"w": jnp.ones(3)}
     optimizer = optax.sgd(1.0)
-    step = dit_lib.make_train_step(lambda p, b, r: (jnp.sum(p["w"]), {}), optimizer, 0.999)
+    step = dit_lib.make_train_step(lambda p, b, r, s: (jnp.sum(p["w"]), {}), optimizer, 0.999)
     state = dit_lib.create_state(params, optimizer)
     state, _ = step(state, None, jax.random.key(0))  # params: 1 -> 0
     np.testing.assert_allclose(state.ema["w"], 0.1 * 1.0 + 0.9 * 0.0, rtol=1e-6)
