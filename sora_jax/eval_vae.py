@@ -73,11 +73,14 @@ def shapes_world_clips() -> tuple[list[tuple[str, np.ndarray]], dict[str, str]]:
     return videos, captions
 
 
-def collect_videos(paths: list[str] | None, dataset: str | None) -> list[tuple[str, np.ndarray]]:
+def collect_videos(
+    paths: list[str] | None, dataset: str | None
+) -> tuple[list[tuple[str, np.ndarray]], dict[str, str]]:
+    """(name, video) pairs to evaluate, and the captions of those that have one."""
     if bool(paths) == bool(dataset):
         raise cli.UserError("give exactly one of --videos or --dataset")
     if dataset == "shapes_world":
-        return shapes_world_clips()[0]
+        return shapes_world_clips()
     if dataset == "lavfi":
         return [
             (
@@ -85,7 +88,7 @@ def collect_videos(paths: list[str] | None, dataset: str | None) -> list[tuple[s
                 render_lavfi(s, _FRAMES.value, _HEIGHT.value, _WIDTH.value, offset_s=1.0),
             )
             for s in LAVFI_SOURCES
-        ]
+        ], {}
     files = []
     for path in map(pathlib.Path, paths):
         if path.is_dir():
@@ -102,7 +105,7 @@ def collect_videos(paths: list[str] | None, dataset: str | None) -> list[tuple[s
             videos.append((str(file), read_video(file)[0]))
         except VideoDecodeError as e:
             raise cli.UserError(f"cannot read {file}: {e}") from e
-    return videos
+    return videos, {}
 
 
 def evaluate(
@@ -165,11 +168,7 @@ def main(argv):
         raise cli.UserError(f"unexpected arguments: {argv[1:]}")
     if not _CHECKPOINT.value or not _OUT_DIR.value:
         raise cli.UserError("--checkpoint and --out_dir are required")
-    captions = {}
-    if _DATASET.value == "shapes_world" and not _VIDEOS.value:
-        videos, captions = shapes_world_clips()
-    else:
-        videos = collect_videos(_VIDEOS.value, _DATASET.value)
+    videos, captions = collect_videos(_VIDEOS.value, _DATASET.value)
     with cli.user_errors(checkpoints.CheckpointError):
         report = evaluate(
             _CHECKPOINT.value, videos, pathlib.Path(_OUT_DIR.value), _NUM_SAMPLES.value, captions

@@ -21,6 +21,7 @@ import ml_collections
 from absl import logging
 
 from sora_jax import (
+    atomic,
     checkpoints,
     cli,
     dit_lib,
@@ -88,7 +89,7 @@ def write_samples(
     readings = [probe.probe(v, p) for v, p in zip(videos, prompts, strict=True)]
     (workdir / "samples").mkdir(parents=True, exist_ok=True)
     write_video(workdir / "samples" / f"samples_{step:07d}.gif", tile_videos(videos, 4), fps=8)
-    (workdir / "samples" / f"samples_{step:07d}.json").write_text(json.dumps(prompts, indent=1))
+    atomic.write_json(workdir / "samples" / f"samples_{step:07d}.json", prompts)
     return probe_eval.summarize(readings)["adherence"]
 
 
