@@ -3,8 +3,9 @@
     python benchmarks/sample.py [--steps 25] [--depths 2,4,8,16]
 
 Latency: the tiny DiT (random weights; speed does not depend on training) samples a
-latent [1, 5, 8, 8, 16] with Euler and classifier-free guidance (one doubled-batch model call per
-step), then the tiny VAE decodes it. Printed after compilation, as the median of 3 runs.
+latent [1, 5, 16, 16, 16] (80 tokens of 1x4x4 patches) with Euler and classifier-free guidance
+(one doubled-batch model call per step), then the tiny VAE decodes it. Printed after
+compilation, as the median of 3 runs.
 Compile time: the whole jitted sampler for the tiny width at several depths, with `nn.scan` over
 layers and unrolled; the scanned compile should stay flat as depth grows.
 """
@@ -21,7 +22,7 @@ from flax import linen as nn
 from sora_jax import config_lib, dit_lib, vae_lib
 from sora_jax.text import encoders
 
-LATENT = (1, 5, 8, 8, 16)
+LATENT = (1, 5, 16, 16, 16)  # the tiny VAE's latent of 17x64x64
 TEXT_TOKENS = 32
 
 

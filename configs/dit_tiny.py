@@ -2,7 +2,7 @@
 
     sora-jax train --config configs/dit_tiny.py --workdir workdirs/dit_tiny
 
-17x64x64 clips -> tiny-VAE latents 5x8x8x16 -> 1x2x2 patches: 80 tokens a clip. Variants:
+17x64x64 clips -> tiny-VAE latents 5x16x16x16 -> 1x4x4 patches: 80 tokens a clip. Variants:
 `configs/dit_tiny.py:variant=micro/1x2x2,batch=8,steps=100,vae=workdirs/vae_tiny`.
 """
 
@@ -16,10 +16,11 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
         arg,
         batch=32,
         steps=20_000,
-        variant="tiny/1x2x2",
+        variant="tiny/1x4x4",
         vae="workdirs/vae_tiny",
         text="minilm",
         clips=8192,
+        t2v=0.4,
     )
     config = config_lib.load_sibling(__file__, "default").get_config(f"batch={arg.batch}")
     config.data.num_clips = arg.clips  # encoded once into the latent cache
@@ -55,6 +56,20 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.diffusion.shift = ml_collections.ConfigDict(
         dict(base_tokens=256, base_shift=1.0, max_tokens=4096, max_shift=3.0)
     )
+
+    # One model for every task (sora_jax/tasks.py): each example draws its conditioning.
+    config.tasks = ml_collections.ConfigDict()
+    config.tasks.weights = ml_collections.ConfigDict(
+        dict(
+            t2v=arg.t2v,
+            i2v=0.15,
+            i2v_tail=0.05,
+            extend_forward=0.15,
+            extend_backward=0.1,
+            interpolate=0.15,
+        )
+    )
+    config.tasks.context = 2  # latent frames an extension overlaps (and continues from)
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.learning_rate = 3e-4

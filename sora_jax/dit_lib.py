@@ -119,21 +119,60 @@ def denormalize(latent, stats):
     return latent * std + mean
 
 
+def token_inputs(model: dit.DiT, latent, cond_frames, tail=None):
+    """The DiT's token sequence for a (normalised) clip latent [B, t, h, w, c] and its conditioning.
+
+    `cond_frames` [B, t] marks the head frames given in place. `tail` is None or (latent
+    [B, K, h, w, c], time [B, K], valid [B, K]): frames appended as extra clean tokens at those
+    time coordinates (`tasks.py`). Returns (x0 [B, N + M, P], coords [B, N + M, 3],
+    cond [B, N + M] bool, segments [B, N + M] int32 or None when every token is valid, grid).
+    The clip's own N tokens come first.
+    """
+    patch = model.patch_size
+    grid = patching.grid_shape(latent.shape, patch)
+    x0_BxNxP = patching.patchify(latent, patch)
+    b, n, _ = x0_BxNxP.shape
+    coords_BxNx3 = patching.grid_coords(grid, b)
+    cond_BxN = patching.frame_mask_to_tokens(cond_frames, grid, patch)
+    if tail is None:
+        return x0_BxNxP, coords_BxNx3, cond_BxN, None, grid
+    tail_latent, tail_time_BxK, tail_valid_BxK = tail
+    if patch[0] != 1:
+        raise ValueError(f"tail conditioning needs a temporal patch size of 1, got {patch}")
+    tail_grid = patching.grid_shape(tail_latent.shape, patch)
+    per_frame = tail_grid[1] * tail_grid[2]  # tokens are t-major
+    tail_coords = patching.grid_coords(tail_grid, b)
+    tail_coords = tail_coords.at[..., 0].set(jnp.repeat(tail_time_BxK, per_frame, axis=1))
+    tail_valid_BxM = jnp.repeat(tail_valid_BxK, per_frame, axis=1)
+    segments = jnp.concatenate([jnp.ones((b, n), bool), tail_valid_BxM], axis=1)
+    return (
+        jnp.concatenate([x0_BxNxP, patching.patchify(tail_latent, patch)], axis=1),
+        jnp.concatenate([coords_BxNx3, tail_coords], axis=1),
+        jnp.concatenate([cond_BxN, jnp.ones_like(tail_valid_BxM)], axis=1),
+        segments.astype(jnp.int32),
+        grid,
+    )
+
+
 def make_loss_fn(model: dit.DiT, text: encoders.TextEncoder, diffusion, stats):
     """`loss_fn(params, batch, rng, step)`; batch: "latent" [B,t,h,w,c] (raw VAE latents), text
-    fields, optional "cond_frames" [B,t] bool (clean conditioning frames; none = text-to-video).
-    The flow loss is the same at every step."""
+    fields, optional task conditioning from `tasks.conditioning_batch`: "cond_frames" [B,t] bool
+    (head frames clean in place; none = text-to-video) and "tail_latent" / "tail_time" /
+    "tail_valid" (frames appended as clean tokens). The flow loss is the same at every step."""
 
     def loss_fn(params, batch, rng, step=None):
         del step
         t_rng, drop_rng = jax.random.split(rng)
         latent = normalize(batch["latent"], stats)
-        grid = patching.grid_shape(latent.shape, model.patch_size)
-        x0_BxNxP = patching.patchify(latent, model.patch_size)
-        b, n, _ = x0_BxNxP.shape
+        tail = None
+        if "tail_latent" in batch:
+            tail_latent = normalize(batch["tail_latent"], stats)
+            tail = (tail_latent, batch["tail_time"], batch["tail_valid"])
         cond_frames = batch.get("cond_frames", jnp.zeros(latent.shape[:2], bool))
-        cond_BxN = patching.frame_mask_to_tokens(cond_frames, grid, model.patch_size)
-        shift = rectified_flow.shift_for_tokens(n, **diffusion.shift)
+        x0_BxNxP, coords, cond_BxN, segments, grid = token_inputs(model, latent, cond_frames, tail)
+        b, n, _ = x0_BxNxP.shape
+        clip_tokens = int(np.prod(grid))
+        shift = rectified_flow.shift_for_tokens(clip_tokens, **diffusion.shift)
         x_t, t_BxN, eps = rectified_flow.training_inputs(
             t_rng, x0_BxNxP, cond_BxN, shift=shift, t_mean=diffusion.t_mean, t_std=diffusion.t_std
         )
@@ -142,14 +181,17 @@ def make_loss_fn(model: dit.DiT, text: encoders.TextEncoder, diffusion, stats):
             {"params": params["dit"]},
             x_t,
             t_BxN,
-            patching.grid_coords(grid, b),
+            coords,
             states,
             mask,
+            segments_BxN=segments,
             drop_text_B=rectified_flow.drop_text(drop_rng, b, diffusion.text_dropout),
-            grid=grid,
+            grid=grid if tail is None else None,
         )
-        loss = rectified_flow.flow_loss(v_BxNxP, x0_BxNxP, eps, cond_BxN, jnp.ones((b, n), bool))
-        return loss, {"t_mean": jnp.mean(t_BxN)}
+        valid = jnp.ones((b, n), bool) if segments is None else segments > 0
+        loss = rectified_flow.flow_loss(v_BxNxP, x0_BxNxP, eps, cond_BxN, valid)
+        noisy = jnp.maximum(jnp.sum(~cond_BxN), 1)
+        return loss, {"t_mean": jnp.sum(jnp.where(cond_BxN, 0.0, t_BxN)) / noisy}
 
     return loss_fn
 
@@ -174,16 +216,40 @@ def sample_latents(
     shift: float,
     cfg: float,
     stats,
+    head=None,
+    tail=None,
+    init=None,
+    strength=1.0,
 ):
-    """Generates raw (denormalised) latents [B, t, h, w, c] for the given text states."""
-    grid = patching.grid_shape(latent_shape, model.patch_size)
+    """Generates raw (denormalised) latents [B, t, h, w, c] for the given text states.
+
+    Conditioning (raw latents, see `tasks.py`): `head` = (latent [B, t, h, w, c], frames [B, t]
+    bool): the marked frames are given and held clean; `tail` [B, K, h, w, c]: the clip's last K
+    frames given, appended as clean tokens. `init` [B, t, h, w, c] with `strength` in (0, 1]
+    starts from that latent noised to t = strength instead of pure noise (SDEdit video-to-video).
+    """
     b = latent_shape[0]
-    noise = patching.patchify(jax.random.normal(rng, latent_shape), model.patch_size)
-    coords = patching.grid_coords(grid, 2 * b)
+    if head is None:
+        head = (jnp.zeros(latent_shape), jnp.zeros(latent_shape[:2], bool))
+    head_latent, head_frames = head
+    tail_inputs = None
+    if tail is not None:
+        k, t = tail.shape[1], latent_shape[1]
+        time = jnp.broadcast_to(jnp.arange(t - k, t, dtype=jnp.float32), (b, k))
+        tail_inputs = (normalize(tail, stats), time, jnp.ones((b, k), bool))
+    x0_BxNxP, coords, cond_BxN, _, grid = token_inputs(
+        model, normalize(head_latent, stats), head_frames, tail_inputs
+    )
+    n = int(np.prod(grid))
+    x_start = jax.random.normal(rng, x0_BxNxP.shape)
+    if init is not None:
+        init_tokens = patching.patchify(normalize(init, stats), model.patch_size)
+        x_start = x_start.at[:, :n].set((1.0 - strength) * init_tokens + strength * x_start[:, :n])
     if not text.frozen:
         text_BxLxE = text.module.apply({"params": params["text"]}, text_BxLxE, text_mask_BxL)
     pair_text = jnp.concatenate([text_BxLxE, text_BxLxE])
     pair_mask = jnp.concatenate([text_mask_BxL, text_mask_BxL])
+    pair_coords = jnp.concatenate([coords, coords])
     drop = jnp.arange(2 * b) >= b  # the second half is the unconditional branch
 
     def pair_fn(x_2BxNxP, t_2BxN):
@@ -191,16 +257,25 @@ def sample_latents(
             {"params": params["dit"]},
             x_2BxNxP,
             t_2BxN,
-            coords,
+            pair_coords,
             pair_text,
             pair_mask,
             drop_text_B=drop,
-            grid=grid,
+            grid=grid if tail is None else None,
         )
 
     velocity = samplers.cfg_velocity_batched(pair_fn, cfg)
-    tokens = samplers.sample(velocity, noise, num_steps=steps, method=method, shift=shift)
-    return denormalize(patching.unpatchify(tokens, grid, model.patch_size), stats)
+    tokens = samplers.sample(
+        velocity,
+        x_start,
+        num_steps=steps,
+        method=method,
+        shift=shift,
+        x0_cond=x0_BxNxP,
+        cond_BxN=cond_BxN,
+        t_start=strength if init is not None else 1.0,
+    )
+    return denormalize(patching.unpatchify(tokens[:, :n], grid, model.patch_size), stats)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -243,14 +318,55 @@ class Pipeline:
         return latent
 
     def generate(
-        self, prompts, *, frames, height, width, steps, cfg, seed, method="euler", params=None
+        self,
+        prompts,
+        *,
+        frames,
+        height,
+        width,
+        steps,
+        cfg,
+        seed,
+        method="euler",
+        params=None,
+        head_video=None,
+        tail_video=None,
+        init_video=None,
+        strength=1.0,
     ):
         """uint8 videos [B, frames, height, width, 3] for the prompts.
 
-        `params` replaces the loaded DiT params (the trainer samples its current EMA with them,
-        keeping the compiled text encoder and sampler of this pipeline).
+        Conditioning, as uint8 pixels (`tasks.py`): `head_video` [B, F, H, W, 3] gives the first
+        F = 1 + r (k - 1) frames (r: the VAE's temporal factor), `tail_video` likewise the last
+        ones; each is encoded alone. `init_video` [B, frames, H, W, 3] is edited at `strength`
+        (SDEdit). `params` replaces the loaded DiT params (the trainer samples its current EMA
+        with them, keeping the compiled text encoder and sampler of this pipeline).
         """
         shape = self.latent_shape(len(prompts), frames, height, width)
+        head = tail = init = None
+        if head_video is not None:
+            latent = self._encode_given(head_video, shape, "head")
+            k = latent.shape[1]
+            head = (
+                jnp.zeros(shape).at[:, :k].set(latent),
+                jnp.zeros(shape[:2], bool).at[:, :k].set(True),
+            )
+        if tail_video is not None:
+            tail = self._encode_given(tail_video, shape, "tail")
+        given = (0 if head is None else k) + (0 if tail is None else tail.shape[1])
+        if given >= shape[1]:
+            raise ValueError(
+                f"the given frames fill all {shape[1]} latent frames of a {frames}-frame clip; "
+                "ask for more --frames"
+            )
+        if init_video is not None:
+            if not 0.0 < strength <= 1.0:
+                raise ValueError(f"strength must be in (0, 1], got {strength}")
+            init = vae_lib.encode(self.vae, self.vae_params, np.asarray(init_video))
+            if tuple(init.shape) != tuple(shape):
+                raise ValueError(
+                    f"the video to edit encodes to {tuple(init.shape)}, not {tuple(shape)}"
+                )
         text_in, mask = self.embed(prompts)
         tokens = int(np.prod(shape[1:4])) // int(np.prod(self.model.patch_size))
         latents = sample_latents(
@@ -266,8 +382,26 @@ class Pipeline:
             shift=rectified_flow.shift_for_tokens(tokens, **self.config.diffusion.shift),
             cfg=cfg,
             stats=self.stats,
+            head=head,
+            tail=tail,
+            init=init,
+            strength=strength,
         )
         return np.asarray(vae_lib.decode(self.vae, self.vae_params, latents))
+
+    def _encode_given(self, video, latent_shape, what: str):
+        """Raw latents [B, k, h, w, c] of given frames encoded alone, checked against the clip."""
+        video = np.asarray(video)
+        b, _, h, w, c = latent_shape
+        if video.ndim != 5 or video.shape[0] != b:
+            raise ValueError(f"{what} frames must be [{b}, F, H, W, 3], got {video.shape}")
+        self.vae.check_video_shape(video.shape)
+        latent = vae_lib.encode(self.vae, self.vae_params, video)
+        if tuple(latent.shape[2:]) != (h, w, c):
+            raise ValueError(
+                f"{what} frames of {video.shape[2]}x{video.shape[3]} do not match the clip's size"
+            )
+        return latent
 
 
 def write_vae_ref(workdir, vae_workdir: str, vae_step: int, meta: dict) -> None:
@@ -296,12 +430,18 @@ def abstract_state(model, text, optimizer, latent_shape, mesh):
     return checkpoints.abstract_like(nn.unbox(boxed), shardings), shardings
 
 
-def batch_shardings(mesh, text: encoders.TextEncoder) -> dict:
-    """Shardings of a train batch: latents plus text states (frozen) or token ids (trained)."""
+def batch_shardings(mesh, text: encoders.TextEncoder, *, tails: bool = False) -> dict:
+    """Shardings of a train batch: latents, head-frame flags, text states (frozen) or token ids
+    (trained), and with `tails` the appended tail frames of `tasks.conditioning_batch`."""
     shardings = {
         "latent": sharding.batch_sharding(mesh, 5),
+        "cond_frames": sharding.batch_sharding(mesh, 2),
         "text_mask": sharding.batch_sharding(mesh, 2),
     }
+    if tails:
+        shardings["tail_latent"] = sharding.batch_sharding(mesh, 5)
+        shardings["tail_time"] = sharding.batch_sharding(mesh, 2)
+        shardings["tail_valid"] = sharding.batch_sharding(mesh, 2)
     if text.frozen:
         shardings["text"] = sharding.batch_sharding(mesh, 3)
     else:
@@ -332,6 +472,7 @@ def lower_train_step(config, mesh, latent_shape: tuple[int, ...], text=None):
     b, length = latent_shape[0], text.tokenizer.max_length
     batch = {
         "latent": jax.ShapeDtypeStruct(latent_shape, jnp.float32),
+        "cond_frames": jax.ShapeDtypeStruct(latent_shape[:2], bool),
         "text_mask": jax.ShapeDtypeStruct((b, length), bool),
     }
     if text.frozen:

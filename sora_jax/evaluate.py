@@ -6,8 +6,11 @@ Generates videos for Shapes World prompts of the train distribution (clips the r
 and of the held-out (colour, shape) pairs, reads each back with the probe, and writes
 D/report.json (adherence overall and per attribute for each prompt set, per-video rows, settings,
 timings) and a grid GIF of the first videos of each set. `--prompts` replaces both sets with the
-prompts of a jsonl file (Shapes World grammar, since the probe parses them). FVD, the other tasks
-and the HTML gallery are issue #7.
+prompts of a jsonl file (Shapes World grammar, since the probe parses them).
+
+`--tasks` also runs the conditioned tasks on held-out clips (`task_eval.py`: i2v frame-0 PSNR,
+seam continuity and identity for extension / interpolation / loops, v2v colour edits) into
+report["tasks"] and a grid GIF per task. FVD and the HTML gallery are issue #7.
 """
 
 import pathlib
@@ -15,7 +18,7 @@ import time
 
 from absl import flags
 
-from sora_jax import atomic, checkpoints, cli, dit_lib, probe_eval, prompt_files
+from sora_jax import atomic, checkpoints, cli, dit_lib, probe_eval, prompt_files, task_eval
 from sora_jax.diffusion import samplers
 from sora_jax.video_io import tile_videos, write_video
 
@@ -32,6 +35,31 @@ _SAMPLER = flags.DEFINE_enum("sampler", "euler", samplers.METHODS, "ODE solver."
 _SEED = flags.DEFINE_integer("seed", 0, "Noise seed of the first batch (then +1 a batch).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Videos sampled at once.")
 _GRID = flags.DEFINE_integer("grid", 16, "Videos in each set's grid GIF (0: none).")
+_TASKS = flags.DEFINE_string(
+    "tasks",
+    "auto",
+    f"Comma-separated conditioned tasks out of {','.join(task_eval.TASKS)}; 'auto': those the "
+    "run trained for (v2v always); 'none'.",
+)
+_NUM_TASK_CLIPS = flags.DEFINE_integer("num_task_clips", 50, "Held-out clips per task.")
+_STRENGTH = flags.DEFINE_float("strength", 0.7, "v2v: SDEdit strength.")
+
+
+def task_names(pipe: dit_lib.Pipeline) -> list[str]:
+    """The --tasks to run; 'auto' keeps those the run's task mixture trained."""
+    if _TASKS.value == "none":
+        return []
+    if _TASKS.value != "auto":
+        names = [t.strip() for t in _TASKS.value.split(",") if t.strip()]
+        unknown = sorted(set(names) - set(task_eval.TASKS))
+        if unknown:
+            raise cli.UserError(f"unknown --tasks {unknown}; expected some of {task_eval.TASKS}")
+        return names
+    weights = pipe.config.tasks.weights.to_dict() if "tasks" in pipe.config else {}
+    trained = {t for t, w in weights.items() if w > 0}
+    if "interpolate" in trained:
+        trained.add("loop")  # a loop is an interpolation back to its first frame
+    return [t for t in task_eval.TASKS if t in trained or t == "v2v"]
 
 
 def prompt_sets(pipe: dit_lib.Pipeline) -> dict[str, list[str]]:
@@ -66,6 +94,11 @@ def main(argv):
         pipe = dit_lib.load_pipeline(_CHECKPOINT.value)
     load_s = time.perf_counter() - start
     sets = prompt_sets(pipe)
+    tasks = task_names(pipe)
+    if tasks and pipe.config.data.source != "shapes_world":
+        raise cli.UserError("--tasks runs on Shapes World clips; the run trained on other data")
+    if tasks and _NUM_TASK_CLIPS.value < 1:
+        raise cli.UserError(f"--num_task_clips must be at least 1, got {_NUM_TASK_CLIPS.value}")
     frames, height, width = pipe.config.data.sizes[0]
     with cli.user_errors(ValueError):
         for prompts in sets.values():
@@ -99,6 +132,7 @@ def main(argv):
             "seed": _SEED.value,
         },
         "t2v": {},
+        "tasks": {},
         "videos": [],
         "timings_s": {"load": round(load_s, 3)},
     }
@@ -118,12 +152,29 @@ def main(argv):
         attributes = ", ".join(f"{a} {v:.1%}" for a, v in summary["attributes"].items())
         adherence = summary["adherence"]
         print(f"{name}: adherence {adherence:.1%} on {len(prompts)} videos ({attributes})")
+    if tasks:
+        clips, captions = probe_eval.probe_clips(pipe.config.data, "heldout", _NUM_TASK_CLIPS.value)
+        sample = dict(steps=_STEPS.value, cfg=_CFG.value, seed=_SEED.value, method=_SAMPLER.value)
+        start = time.perf_counter()
+        results = task_eval.evaluate_tasks(
+            pipe, tasks, clips, captions, sample=sample, batch_size=_BATCH_SIZE.value,
+            strength=_STRENGTH.value,
+        )  # fmt: skip
+        report["timings_s"]["tasks"] = round(time.perf_counter() - start, 3)
+        report["settings"]["strength"] = _STRENGTH.value
+        for name, (summary, rows, videos) in results.items():
+            report["tasks"][name] = summary
+            report["videos"] += [{"set": f"task:{name}", **row} for row in rows]
+            grids[f"task_{name}"] = (videos[: _GRID.value], [r["prompt"] for r in rows])
+            extras = {k: v for k, v in summary.items() if k in task_eval.HEADLINE}
+            print(f"{name}: adherence {summary['adherence']:.1%}, {extras}")
     # Files only once every set is done: a failure leaves nothing half-written.
     if _GRID.value > 0:
         for name, (videos, prompts) in grids.items():
             grid = tile_videos(videos, columns=min(4, len(videos)))
-            write_video(out_dir / f"t2v_{name}.gif", grid, fps=pipe.config.data.fps)
-            atomic.write_json(out_dir / f"t2v_{name}.json", prompts)
+            stem = name if name.startswith("task_") else f"t2v_{name}"
+            write_video(out_dir / f"{stem}.gif", grid, fps=pipe.config.data.fps)
+            atomic.write_json(out_dir / f"{stem}.json", prompts)
     atomic.write_json(out_dir / "report.json", report)
     print(f"report in {out_dir / 'report.json'}")
 

@@ -20,15 +20,22 @@ from sora_jax.data.shapes_world.world import ShapesWorldSource
 ATTRIBUTES = ("color", "shape", "size", "motion", "speed", "background", "reappears")
 
 
-def probe_prompts(data: ml_collections.ConfigDict, split: str, num: int, start: int = 0):
-    """`num` short captions of Shapes World `split` (clips start.. of the run's world seed)."""
+def probe_clips(data: ml_collections.ConfigDict, split: str, num: int, start: int = 0):
+    """(uint8 videos [num, T, H, W, 3], short captions) of Shapes World `split` clips start..
+    of the run's world seed, at the run's first clip size."""
     source = ShapesWorldSource(
         num_clips=start + num,
         split=split,
         seed=data.world_seed,
         sizes=(tuple(data.sizes[0]),),
     )
-    return [str(source[i]["caption"]) for i in range(start, start + num)]
+    clips = [source[i] for i in range(start, start + num)]
+    return np.stack([c["video"] for c in clips]), [str(c["caption"]) for c in clips]
+
+
+def probe_prompts(data: ml_collections.ConfigDict, split: str, num: int, start: int = 0):
+    """`num` short captions of Shapes World `split` (clips start.. of the run's world seed)."""
+    return probe_clips(data, split, num, start)[1]
 
 
 def summarize(readings: Sequence[dict]) -> dict:

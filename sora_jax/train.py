@@ -12,6 +12,7 @@ the newest checkpoint in W; SIGTERM finishes the step, saves and exits 0. One fi
 bottom, in the big_vision way: fork it to change the recipe.
 """
 
+import itertools
 import json
 import pathlib
 
@@ -27,6 +28,7 @@ from sora_jax import (
     dit_lib,
     probe_eval,
     sharding,
+    tasks,
     train_lib,
     train_loop,
     vae_lib,
@@ -41,8 +43,9 @@ from sora_jax.video_io import tile_videos, write_video
 # ------------------------------------------------------------------------------------------------
 # Data: the latent cache.
 # ------------------------------------------------------------------------------------------------
-def prepare_latents(config, workdir: pathlib.Path) -> dict:
-    """Builds (or reuses) the latent cache; returns its meta. Pins the VAE in W/vae.json."""
+def prepare_latents(config, workdir: pathlib.Path, tail_lengths: tuple[int, ...]) -> dict:
+    """Builds (or reuses) the latent cache, with the tail encodings the tasks need; returns its
+    meta. Pins the VAE in W/vae.json."""
     vae_workdir = config.vae.workdir
     ref = dit_lib.read_vae_ref(workdir)
     if ref is not None:
@@ -54,7 +57,7 @@ def prepare_latents(config, workdir: pathlib.Path) -> dict:
     cache_dir = pathlib.Path(config.latent_cache_dir or workdir / "latent_cache")
     description = json.loads(config.data.to_json())
     meta = latent_cache.read_meta(cache_dir)
-    if not latent_cache.matches(meta, vae_workdir, vae_step, description):
+    if not latent_cache.matches(meta, vae_workdir, vae_step, description, tail_lengths):
         logging.info("encoding %d clips with VAE step %d", config.data.num_clips, vae_step)
         meta = latent_cache.build(
             cache_dir,
@@ -63,6 +66,7 @@ def prepare_latents(config, workdir: pathlib.Path) -> dict:
             vae_step,
             description=description,
             batch_size=config.latent_cache_batch,
+            tail_lengths=tail_lengths,
         )
     if ref is None:
         dit_lib.write_vae_ref(workdir, vae_workdir, vae_step, meta)
@@ -108,7 +112,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         )
     # Refuse a foreign workdir before spending minutes on the latent cache.
     manager = checkpoints.make_manager(workdir, max_to_keep=config.keep_checkpoints)
-    meta = prepare_latents(config, workdir)
+    weights = config.tasks.weights.to_dict()
+    tasks.check_weights(weights)
+    tail_lengths = tasks.tail_lengths(weights, config.tasks.context)
+    meta = prepare_latents(config, workdir, tail_lengths)
     stats = latent_cache.latent_stats(meta)
 
     model = dit_lib.make_model(config.model)
@@ -154,7 +161,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     train_step = train_lib.jit_train_step(
         dit_lib.make_train_step(loss_fn, optimizer, config.ema_decay),
         state_shardings,
-        dit_lib.batch_shardings(mesh, text),
+        dit_lib.batch_shardings(mesh, text, tails=bool(tail_lengths)),
         mesh,
         sharding.DIT_RULES,
     )
@@ -171,9 +178,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         return {"sample_adherence": write_samples(workdir, step, pipe, params, prompts, config)}
 
     def batches():
-        while True:
+        for step in itertools.count(start_step):
             example = next(data_iterator)
-            batch = {"latent": example["latent"], **pipe.text_batch(example["caption"])}
+            latent = example["latent"]
+            # Drawn for the global batch; this process takes its rows, as the data loader does.
+            names = tasks.draw_tasks(weights, config.batch_size, seed=config.seed, step=step)
+            names = names[jax.process_index() :: jax.process_count()]
+            tails = {k: example[f"tail{k}"] for k in tail_lengths if f"tail{k}" in example}
+            batch = {
+                "latent": latent,
+                **pipe.text_batch(example["caption"]),
+                **tasks.conditioning_batch(
+                    names, latent.shape, tails, config.tasks.context, max(tail_lengths, default=0)
+                ),
+            }
             yield sharding.host_to_global(batch, mesh)
 
     try:

@@ -68,7 +68,8 @@ class VideoInfo:
 
 
 def write_video(path: str | os.PathLike, frames_TxHxWx3: np.ndarray, fps: float = 8) -> None:
-    """Writes uint8 RGB frames to `path`; the suffix picks the format (.mp4/.mov/.webm/.gif).
+    """Writes uint8 RGB frames to `path`; the suffix picks the format (.mp4/.mov/.webm/.gif, or
+    .png for a single frame).
 
     H.264 in yuv420p needs even sizes, so mp4/mov frames with an odd height or width are padded by
     repeating the last row/column: the file then reads back one pixel larger on that side. (A
@@ -80,9 +81,21 @@ def write_video(path: str | os.PathLike, frames_TxHxWx3: np.ndarray, fps: float 
     """
     path = Path(path)
     fmt = _FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise ValueError(f"{path}: unsupported video suffix; expected one of {sorted(_FORMATS)}")
+    if fmt is None and path.suffix.lower() != ".png":
+        raise ValueError(
+            f"{path}: unsupported suffix; expected one of {sorted(_FORMATS)} or .png (one frame)"
+        )
     frames_TxHxWx3 = _check_frames(frames_TxHxWx3)
+    if fmt is None:
+        if len(frames_TxHxWx3) != 1:
+            raise ValueError(f"{path}: a .png holds one frame, got {len(frames_TxHxWx3)}")
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            Image.fromarray(frames_TxHxWx3[0]).save(tmp, format="PNG")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return
     if not (isinstance(fps, numbers.Real) and 0 < fps < math.inf):
         raise ValueError(f"fps must be a positive number, got {fps!r}")
     if fmt[1] == "libx264":
@@ -179,6 +192,21 @@ def num_resampled_frames(duration_s: float, fps: float) -> int:
     GIF's 1/100 s delays, from adding a frame.
     """
     return max(1, math.floor(duration_s * fps + 0.5))
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An image file (png, jpg, ...) as uint8 RGB [H, W, 3].
+
+    Raises FileNotFoundError for a missing path and `VideoDecodeError` for an unreadable file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such image file: {path}")
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), np.uint8)
+    except (OSError, ValueError) as e:
+        raise VideoDecodeError(path, UNREADABLE, f"not an image ({e})") from e
 
 
 def read_video(

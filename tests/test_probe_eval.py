@@ -4,7 +4,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from sora_jax import probe_eval
+from sora_jax import probe_eval, task_eval
 from sora_jax.data.shapes_world.world import generate_clip
 
 DATA = ml_collections.ConfigDict({"world_seed": 0, "sizes": ((17, 64, 64),)})
@@ -50,3 +50,19 @@ def test_prompt_sets_differ_by_split_and_start():
     assert train == probe_eval.probe_prompts(DATA, "train", 8, start=96)[4:]
     with pytest.raises(ValueError, match="cannot read"):
         probe_eval.check_parsable(["a cat"])
+
+
+def test_task_metrics():
+    still = np.zeros((5, 8, 8, 3), np.uint8)
+    moving = np.stack([np.full((8, 8, 3), 10 * t, np.uint8) for t in range(5)])
+    np.testing.assert_allclose(task_eval.frame_differences(moving), 10.0)
+    # A jump of 30 after frames that change by 10 is 3x; on a still clip the floor (1) applies.
+    assert task_eval.seam_ratio(moving[0], moving[0] + 30, moving) == pytest.approx(3.0)
+    assert task_eval.seam_ratio(still[0], still[0] + 2, still) == pytest.approx(2.0)
+    caption = "a small red circle moves left on a black background"
+    assert task_eval.swap_color(caption) == caption.replace("red", "green")
+    assert task_eval.swap_color("a large pink square stays still on a white background").startswith(
+        "a large red square"
+    )
+    with pytest.raises(ValueError, match="no object colour"):
+        task_eval.swap_color("a cat")

@@ -91,6 +91,12 @@ def test_shift_is_monotone_and_fixes_the_endpoints():
     np.testing.assert_allclose(snr(rf.shift_t(inner, 3.0)), snr(inner) / 9.0, rtol=1e-4)
 
 
+def test_unshift_inverts_shift():
+    t = jnp.linspace(0.0, 1.0, 11)
+    for shift in (0.5, 1.0, 3.0):
+        np.testing.assert_allclose(rf.unshift_t(rf.shift_t(t, shift), shift), t, atol=1e-6)
+
+
 def test_shift_for_tokens_grows_and_is_clipped():
     counts = [1, 100, 256, 512, 1024, 2176, 4096, 8192, 10**6]
     shifts = [rf.shift_for_tokens(n) for n in counts]

@@ -131,6 +131,20 @@ def test_timesteps():
     assert np.sum(shifted > 0.5) > np.sum(plain > 0.5)
 
 
+def test_sdedit_schedule_starts_at_t_start():
+    for shift in (1.0, 3.0):
+        ts = np.asarray(samplers.timesteps(8, shift=shift, t_start=0.6))
+        np.testing.assert_allclose([ts[0], ts[-1]], [0.6, 0.0], atol=1e-6)
+        assert np.all(np.diff(ts) < 0)
+    # Started from an exactly noised sample x_s = (1 - s) mu + s eps of a point mass at mu, the
+    # exact velocity brings it to mu; at strength 1 it is the ordinary sampler.
+    mu, s_D = jnp.array([2.0, -1.0]), jnp.array([1e-3, 1e-3])
+    eps = jax.random.normal(jax.random.key(0), (1, 64, 2))
+    x_s = 0.4 * mu + 0.6 * eps
+    out = samplers.sample(gaussian_velocity(mu, s_D), x_s, num_steps=32, t_start=0.6)
+    np.testing.assert_allclose(out, jnp.broadcast_to(mu, out.shape), atol=2e-2)
+
+
 def test_classifier_free_guidance():
     x = jax.random.normal(jax.random.key(5), (2, 3, 4))
     t_BxN = jnp.full((2, 3), 0.7)

@@ -13,11 +13,13 @@ import numpy as np
 import optax
 import pytest
 from flax import linen as nn
+from PIL import Image
 
-from sora_jax import checkpoints, config_lib, dit_lib, train, train_lib, train_vae
-from sora_jax.data import latent_cache
+from sora_jax import checkpoints, config_lib, dit_lib, train, train_lib, train_vae, vae_lib
+from sora_jax.data import latent_cache, sources
 from sora_jax.metric_writers import read_metrics
 from sora_jax.text import encoders
+from sora_jax.video_io import read_video, write_video
 
 SIZES = ((9, 32, 32),)
 
@@ -123,7 +125,9 @@ def test_generate_writes_video_and_sidecar(runs, tmp_path):
         (["--prompt= ", f"--out={out}"], "empty prompt"),
         (["--prompt=x", f"--out={out}", "--height=40"], "multiples of 16"),
         (["--prompt=x", f"--out={out}", "--frames=8"], "1 + 4k"),
-        (["--prompt=x", f"--out={out}", "--task=i2v"], "issue #5"),
+        (["--prompt=x", f"--out={out}", "--task=i2v"], "needs exactly one of --image"),
+        (["--prompt=x", f"--out={out}", "--task=extend", "--video=nope.mp4"], "no such video file"),
+        (["--prompt=x", f"--out={tmp_path}/a.png"], "one text-to-image frame"),
         (["--prompt=x", f"--out={tmp_path}/a.txt"], "suffix"),
     ]
     for args, message in bad:
@@ -139,7 +143,7 @@ def test_eval_reports_probe_adherence_per_set(runs, tmp_path):
     out_dir = tmp_path / "eval"
     proc = _command(
         "sora_jax.evaluate", f"--checkpoint={straight}", f"--out_dir={out_dir}",
-        "--num_prompts=3", "--batch_size=2", "--steps=2", "--grid=2",
+        "--num_prompts=3", "--batch_size=2", "--steps=2", "--grid=2", "--num_task_clips=2",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out_dir / "report.json").read_text())
@@ -147,7 +151,14 @@ def test_eval_reports_probe_adherence_per_set(runs, tmp_path):
     for summary in report["t2v"].values():
         assert summary["num_videos"] == 3 and 0.0 <= summary["adherence"] <= 1.0
         assert {"color", "shape", "size", "motion"} <= set(summary["attributes"])
-    assert len(report["videos"]) == 6 and (out_dir / "t2v_heldout.gif").stat().st_size > 0
+    # The run trained every task, so 'auto' evaluates all of them on 2 held-out clips each.
+    tasks = report["tasks"]
+    assert list(tasks) == ["i2v", "extend_forward", "extend_backward", "interpolate", "loop", "v2v"]
+    assert all(t["num_videos"] == 2 for t in tasks.values())
+    assert tasks["i2v"]["frame0_psnr"] > 0 and 0 <= tasks["loop"]["seams_continuous"] <= 1
+    assert tasks["interpolate"]["end_psnr"] > 0 and 0 <= tasks["extend_forward"]["identity"] <= 1
+    assert len(report["videos"]) == 6 + 12 and (out_dir / "t2v_heldout.gif").stat().st_size > 0
+    assert (out_dir / "task_extend_backward.gif").stat().st_size > 0
 
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"prompt": "a red cat sings"}\n')
@@ -202,3 +213,65 @@ def test_ema_warms_up():
     np.testing.assert_allclose(
         state.ema["w"], 0.999 * before + 0.001 * state.params["w"], rtol=1e-6
     )
+
+
+def test_latent_cache_holds_tails_encoded_alone(runs):
+    """The tail conditioning is the clip's last frames encoded on their own: no leak of the
+    earlier frames through the causal encoder, unlike the clip's own last latent frames."""
+    root, _, _, _ = runs
+    source = latent_cache.LatentCacheSource(root / "cache")
+    meta = source.meta
+    assert meta["tail_lengths"] == [1, 2]
+    model, params, _ = vae_lib.load_vae(meta["vae_workdir"], meta["vae_step"])
+    clip = sources.make_source(_dit_config(root / "vae", root / "cache").data)[5]
+    example = source[5]
+    for k, frames in ((1, 1), (2, 5)):
+        alone = np.asarray(vae_lib.encode(model, params, clip["video"][None, -frames:]))[0]
+        np.testing.assert_allclose(example[f"tail{k}"], alone, atol=2e-3, rtol=2e-3)
+    assert not np.allclose(example["tail1"], example["latent"][-1:], atol=1e-2)
+    # The head needs no such care: the causal encoding of the first frames is the clip's own.
+    head = np.asarray(vae_lib.encode(model, params, clip["video"][None, :5]))[0]
+    np.testing.assert_allclose(example["latent"][:2], head, atol=2e-3, rtol=2e-3)
+
+
+def test_generate_every_task(runs, tmp_path):
+    """One prompts file with every task; the given frames come back where the task keeps them."""
+    _, straight, _, _ = runs
+    first = tmp_path / "first.png"
+    clip = tmp_path / "clip.mp4"
+    y, x = np.mgrid[:32, :32]
+    video = np.stack([np.stack([7 * y + 4 * t, 8 * x, 128 + 0 * x], -1) for t in range(9)]).astype(
+        np.uint8
+    )  # smooth, so the mp4 round trips stay close
+    Image.fromarray(video[0]).save(first)
+    write_video(clip, video, fps=8)
+    lines = [
+        {"task": "t2v", "frames": 1},
+        {"task": "i2v", "image": str(first)},
+        {"task": "extend", "video": str(clip), "direction": "forward"},
+        {"task": "extend", "video": str(clip), "direction": "backward"},
+        {"task": "interpolate", "image": str(first), "end_video": str(clip)},
+        {"task": "loop"},
+        {"task": "v2v", "video": str(clip), "strength": 0.5},
+        {"task": "t2v", "frames": 30},
+    ]
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": "a red circle", **x}) + "\n" for x in lines))
+    proc = _generate(
+        f"--checkpoint={straight}", f"--prompts={prompts}", f"--out_dir={tmp_path}/out",
+        "--steps=1",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "out"
+    frames = {i: json.loads((out / f"{i:04d}.json").read_text())["frames"] for i in range(8)}
+    # image; 9-frame clip; the video + 9 - 5 new frames either way; 9 + the 8 after the end;
+    # a 9-frame clip minus its repeated last frame; the video's length; exactly 30 frames.
+    assert frames == {0: 1, 1: 9, 2: 13, 3: 13, 4: 17, 5: 8, 6: 9, 7: 30}
+    assert np.asarray(Image.open(out / "0000.png")).shape == (32, 32, 3)
+    forward, _ = read_video(out / "0002.mp4")
+    backward, _ = read_video(out / "0003.mp4")
+    given, _ = read_video(clip)  # the mp4 round trip, as the outputs went through it
+    for kept in (forward[:9], backward[-9:]):
+        assert np.mean(np.abs(kept.astype(float) - given)) < 3.0
+    record = json.loads((out / "0006.json").read_text())
+    assert record["task"] == "v2v" and record["strength"] == 0.5 and record["video"]

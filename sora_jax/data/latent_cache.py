@@ -5,6 +5,8 @@ README), so `sora-jax train` encodes its clips once into `<dir>/`:
 
     meta.json         the VAE (workdir, step), the source, per-channel latent mean / std
     latents_<b>.npy   float16 [clips in bucket b, t, h, w, c] posterior means, one file per shape
+    tail<k>_<b>.npy   float16 [clips in bucket b, k, h, w, c]: each clip's last 1 + r (k - 1)
+                      pixel frames encoded alone (the tail conditioning of `tasks.py`)
     clips.jsonl       one line per clip: bucket, row, caption, detailed caption, labels
 
 Built in a temporary directory and renamed into place, so a cache is either complete or absent.
@@ -20,15 +22,23 @@ import tempfile
 import numpy as np
 from tqdm import tqdm
 
-from sora_jax import vae_lib
+from sora_jax import tasks, vae_lib
 
 
 def build(
-    cache_dir, source, vae_workdir: str, vae_step: int, *, description: dict, batch_size: int = 8
+    cache_dir,
+    source,
+    vae_workdir: str,
+    vae_step: int,
+    *,
+    description: dict,
+    batch_size: int = 8,
+    tail_lengths: tuple[int, ...] = (),
 ) -> dict:
     """Encodes every clip of `source` with step `vae_step` of the VAE in `vae_workdir`.
 
-    Returns the meta dict.
+    Returns the meta dict. `tail_lengths` (latent frames) also stores, for clips longer than
+    that, the encoding of their last frames alone.
 
     `description` (e.g. the data config) is stored and compared by `matches` so a cache built
     from other data or another VAE is never reused by mistake.
@@ -44,7 +54,7 @@ def build(
         progress = tqdm(total=len(source), desc="latent cache", unit="clip")
         for bucket in np.unique(bucket_ids):
             members = np.flatnonzero(bucket_ids == bucket)
-            store = None
+            store, tail_stores = None, {}
             for start in range(0, len(members), batch_size):
                 indices = members[start : start + batch_size]
                 clips = [source[int(i)] for i in indices]
@@ -60,6 +70,19 @@ def build(
                         shape=(len(members), *latents.shape[1:]),
                     )
                 store[start : start + len(videos)] = latents
+                for k in tail_lengths:
+                    if k >= latents.shape[1]:
+                        continue
+                    frames = tasks.pixel_frames(k, model.temporal_factor)
+                    tail = np.asarray(vae_lib.encode(model, params, padded[:, -frames:]))
+                    if k not in tail_stores:
+                        tail_stores[k] = np.lib.format.open_memmap(
+                            tmp / f"tail{k}_{bucket}.npy",
+                            mode="w+",
+                            dtype=np.float16,
+                            shape=(len(members), *tail.shape[1:]),
+                        )
+                    tail_stores[k][start : start + len(videos)] = tail[: len(videos)]
                 sums = sums + latents.sum(axis=(0, 1, 2, 3), dtype=np.float64)
                 squares = squares + (latents.astype(np.float64) ** 2).sum(axis=(0, 1, 2, 3))
                 count += int(np.prod(latents.shape[:4]))
@@ -72,8 +95,9 @@ def build(
                         "labels": _text(clip.get("labels", "{}")),
                     }
                 progress.update(len(indices))
-            store.flush()
-            del store
+            for array in (store, *tail_stores.values()):
+                array.flush()
+            del store, tail_stores
         progress.close()
         mean = sums / count
         std = np.sqrt(np.maximum(squares / count - mean**2, 1e-12))
@@ -85,6 +109,7 @@ def build(
             "vae_step": vae_step,
             "num_clips": len(source),
             "description": description,
+            "tail_lengths": list(tail_lengths),
             "latent_mean": mean.tolist(),
             "latent_std": std.tolist(),
         }
@@ -107,18 +132,27 @@ def read_meta(cache_dir) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def matches(meta: dict | None, vae_workdir: str, vae_step: int, description: dict) -> bool:
-    """True when the cache was built from this data with this checkpoint of this VAE."""
+def matches(
+    meta: dict | None,
+    vae_workdir: str,
+    vae_step: int,
+    description: dict,
+    tail_lengths: tuple[int, ...] = (),
+) -> bool:
+    """True when the cache was built from this data with this checkpoint of this VAE and holds
+    the tail encodings asked for."""
     return (
         meta is not None
         and meta["vae_workdir"] == str(pathlib.Path(vae_workdir).resolve())
         and meta["vae_step"] == vae_step
         and meta["description"] == json.loads(json.dumps(description))
+        and set(tail_lengths) <= set(meta.get("tail_lengths", []))
     )
 
 
 class LatentCacheSource:
-    """Grain random-access source: clip i -> {"latent": float32 [t,h,w,c], "caption", ...}."""
+    """Grain random-access source: clip i -> {"latent": float32 [t,h,w,c], "caption", ...,
+    "tail<k>": float32 [k,h,w,c] for each stored tail length shorter than the clip}."""
 
     def __init__(self, cache_dir):
         self.cache_dir = pathlib.Path(cache_dir)
@@ -136,26 +170,30 @@ class LatentCacheSource:
     def bucket_ids(self) -> np.ndarray:
         return np.asarray([c["bucket"] for c in self.clips], np.int32)
 
-    def _store(self, bucket: int) -> np.ndarray:
+    def _store(self, name: str) -> np.ndarray:
         # Opened lazily, so a source pickled into a Grain worker maps the file there.
-        if bucket not in self._stores:
-            path = self.cache_dir / f"latents_{bucket}.npy"
-            self._stores[bucket] = np.load(path, mmap_mode="r")
-        return self._stores[bucket]
+        if name not in self._stores:
+            self._stores[name] = np.load(self.cache_dir / f"{name}.npy", mmap_mode="r")
+        return self._stores[name]
 
     def __getstate__(self):
         return {**self.__dict__, "_stores": {}}
 
     def __getitem__(self, index: int) -> dict:
         clip = self.clips[index]
-        latent = np.asarray(self._store(clip["bucket"])[clip["row"]], np.float32)
-        return {
+        bucket, row = clip["bucket"], clip["row"]
+        latent = np.asarray(self._store(f"latents_{bucket}")[row], np.float32)
+        example = {
             "latent": latent,
             "caption": clip["caption"],
             "detailed_caption": clip["detailed_caption"],
             "labels": clip["labels"],
             "index": index,
         }
+        for k in self.meta.get("tail_lengths", []):
+            if k < latent.shape[0]:
+                example[f"tail{k}"] = np.asarray(self._store(f"tail{k}_{bucket}")[row], np.float32)
+        return example
 
 
 def latent_stats(meta: dict) -> tuple[np.ndarray, np.ndarray]:

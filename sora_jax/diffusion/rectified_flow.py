@@ -36,6 +36,11 @@ def shift_t(t, shift):
     return shift * t / (shift * t + (1.0 - t))
 
 
+def unshift_t(t_shifted, shift):
+    """The inverse of `shift_t`: t = t' / (shift - (shift - 1) t')."""
+    return t_shifted / (shift - (shift - 1.0) * t_shifted)
+
+
 def shift_for_tokens(
     num_tokens: int,
     *,

@@ -25,15 +25,18 @@ import jax
 import jax.numpy as jnp
 from tqdm import tqdm
 
-from sora_jax.diffusion.rectified_flow import shift_t
+from sora_jax.diffusion.rectified_flow import shift_t, unshift_t
 
 
-def timesteps(num_steps: int, *, shift=1.0):
-    """The schedule 1 = t_0 > t_1 > ... > t_num_steps = 0: uniform, then SD3-shifted.
+def timesteps(num_steps: int, *, shift=1.0, t_start=1.0):
+    """The schedule t_start = t_0 > t_1 > ... > t_num_steps = 0: uniform, then SD3-shifted.
 
     Shift > 1 spends more of the steps at high t (coarse structure), which larger inputs need.
+    With `t_start` < 1 (SDEdit) the uniform grid starts where the shift maps to `t_start`, so the
+    steps are the tail of a full schedule's spacing.
     """
-    return shift_t(jnp.linspace(1.0, 0.0, num_steps + 1, dtype=jnp.float32), shift)
+    u_start = unshift_t(jnp.asarray(t_start, jnp.float32), shift)
+    return shift_t(jnp.linspace(u_start, 0.0, num_steps + 1, dtype=jnp.float32), shift)
 
 
 def cfg_velocity(cond_fn, uncond_fn, scale):
@@ -73,9 +76,13 @@ def sample(
     shift=1.0,
     x0_cond=None,
     cond_BxN=None,
+    t_start=1.0,
     progress: bool = False,
 ):
     """Integrates dx/dt = velocity_fn(x, t) from `noise_BxNxD` at t = 1 to t = 0; returns x_0.
+
+    With `t_start` < 1, `noise_BxNxD` is a partly noised sample x_{t_start} (SDEdit) and the
+    integration starts there.
 
     `x0_cond` [B, N, D] and `cond_BxN` [B, N] bool (both or neither) give the conditioning tokens.
     The loop is a `lax.fori_loop`, so the sampler traces the model once and jits whole with
@@ -96,7 +103,7 @@ def sample(
     def velocity(x_BxNxD, t):
         return velocity_fn(x_BxNxD, jnp.where(cond_BxN, 0.0, t))
 
-    ts = timesteps(num_steps, shift=shift)
+    ts = timesteps(num_steps, shift=shift, t_start=t_start)
     x = hold(noise_BxNxD)
     if method == "euler":
         step, carry = functools.partial(_euler_step, velocity, hold, ts), x
