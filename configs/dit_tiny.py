@@ -21,8 +21,12 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
         text="minilm",
         clips=8192,
         t2v=0.4,
+        sizes="fixed",
+        packing=False,
     )
-    config = config_lib.load_sibling(__file__, "default").get_config(f"batch={arg.batch}")
+    config = config_lib.load_sibling(__file__, "default").get_config(
+        f"batch={arg.batch},sizes={arg.sizes}"
+    )
     config.data.num_clips = arg.clips  # encoded once into the latent cache
     config.data.num_threads = 1
 
@@ -70,6 +74,10 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
         )
     )
     config.tasks.context = 2  # latent frames an extension overlaps (and continues from)
+
+    # NaViT packing of clips of any shape into rows of `seq_len` tokens (`batch` rows a step);
+    # off: batches of one shape (buckets). Use with `:sizes=mixed`.
+    config.packing = ml_collections.ConfigDict(dict(enabled=arg.packing, seq_len=256, max_clips=8))
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.learning_rate = 3e-4

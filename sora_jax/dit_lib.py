@@ -102,11 +102,21 @@ def make_train_step(loss_fn, optimizer, ema_decay: float):
 # Loss.
 # ------------------------------------------------------------------------------------------------
 def text_states(params, batch, text: encoders.TextEncoder):
-    """Per-token text states: given in the batch (frozen encoder) or computed (trainable one)."""
+    """Per-token text states: given in the batch (frozen encoder) or computed (trainable one).
+
+    Packed batches hold S captions a row as consecutive blocks; a trainable encoder reads each
+    block on its own.
+    """
     if text.frozen:
         return batch["text"], batch["text_mask"]
-    states = text.module.apply({"params": params["text"]}, batch["text_ids"], batch["text_mask"])
-    return states, batch["text_mask"]
+    ids, mask = batch["text_ids"], batch["text_mask"]
+    if "text_segments" in batch:
+        b, s = batch["clip_tokens"].shape
+        blocks = (b * s, ids.shape[1] // s)
+        apply = functools.partial(text.module.apply, {"params": params["text"]})
+        states = apply(ids.reshape(blocks), mask.reshape(blocks))
+        return states.reshape(b, ids.shape[1], -1), mask
+    return text.module.apply({"params": params["text"]}, ids, mask), mask
 
 
 def normalize(latent, stats):
@@ -192,6 +202,53 @@ def make_loss_fn(model: dit.DiT, text: encoders.TextEncoder, diffusion, stats):
         loss = rectified_flow.flow_loss(v_BxNxP, x0_BxNxP, eps, cond_BxN, valid)
         noisy = jnp.maximum(jnp.sum(~cond_BxN), 1)
         return loss, {"t_mean": jnp.sum(jnp.where(cond_BxN, 0.0, t_BxN)) / noisy}
+
+    return loss_fn
+
+
+def make_packed_loss_fn(model: dit.DiT, text: encoders.TextEncoder, diffusion, stats):
+    """The flow loss on packed rows (`data/packing.py`): batch "tokens" [B, L, P] (raw latent
+    patches), "coords", "segments" (0 = padding), "cond", "clip_tokens" [B, S], text fields of
+    S caption blocks a row and "text_segments" [B, S * Lt]. Each packed clip draws its own
+    timestep (shifted for its own token count) and guidance dropout."""
+    mean, std = (jnp.asarray(x) for x in stats)
+
+    def loss_fn(params, batch, rng, step=None):
+        del step
+        t_rng, eps_rng, drop_rng = jax.random.split(rng, 3)
+        tokens = batch["tokens"]
+        b, n, p = tokens.shape
+        x0_BxNxP = ((tokens.reshape(b, n, -1, mean.shape[0]) - mean) / std).reshape(b, n, p)
+        segments, cond_BxN = batch["segments"], batch["cond"]
+        clips = batch["clip_tokens"].shape[1]
+        shift_BxS = rectified_flow.shift_for_tokens(batch["clip_tokens"], **diffusion.shift)
+        t_BxS = rectified_flow.shift_t(
+            rectified_flow.sample_t(t_rng, (b, clips), mean=diffusion.t_mean, std=diffusion.t_std),
+            shift_BxS,
+        )
+        t_BxN = jnp.take_along_axis(t_BxS, jnp.clip(segments - 1, 0, clips - 1), axis=1)
+        t_BxN = jnp.where(cond_BxN, 0.0, t_BxN)
+        eps = jax.random.normal(eps_rng, x0_BxNxP.shape)
+        x_t = rectified_flow.noisy_input(x0_BxNxP, eps, t_BxN, cond_BxN)
+        states, mask = text_states(params, batch, text)
+        drop = jax.random.bernoulli(drop_rng, diffusion.text_dropout, (b, clips))
+        v_BxNxP = model.apply(
+            {"params": params["dit"]},
+            x_t,
+            t_BxN,
+            batch["coords"],
+            states,
+            mask,
+            segments_BxN=segments,
+            text_segments_BxL=batch["text_segments"],
+            drop_text_B=drop,
+        )
+        loss = rectified_flow.flow_loss(v_BxNxP, x0_BxNxP, eps, cond_BxN, segments > 0)
+        scored = (segments > 0) & ~cond_BxN
+        return loss, {
+            "t_mean": jnp.sum(jnp.where(scored, t_BxN, 0.0)) / jnp.maximum(jnp.sum(scored), 1),
+            "fill": jnp.mean(segments > 0),
+        }
 
     return loss_fn
 
@@ -311,6 +368,21 @@ class Pipeline:
         text_in, mask = self.embed(captions)
         return {"text" if self.text.frozen else "text_ids": text_in, "text_mask": mask}
 
+    def packed_text_batch(self, captions) -> dict:
+        """Text fields of packed rows (`captions`: [B][S]): S caption blocks a row, as one
+        sequence of S * L text positions with their block ids (`text_segments`)."""
+        b, s = len(captions), len(captions[0])
+        text_in, mask = self.embed([c for row in captions for c in row])
+        length = mask.shape[1]
+        blocks = np.repeat(np.arange(1, s + 1, dtype=np.int32), length)
+        return {
+            "text" if self.text.frozen else "text_ids": text_in.reshape(
+                b, s * length, *text_in.shape[2:]
+            ),
+            "text_mask": mask.reshape(b, s * length),
+            "text_segments": np.broadcast_to(blocks, (b, s * length)),
+        }
+
     def latent_shape(self, batch: int, frames: int, height: int, width: int):
         shape = self.vae.check_video_shape((batch, frames, height, width, 3))
         latent = self.vae.latent_shape(shape)
@@ -428,6 +500,13 @@ def abstract_state(model, text, optimizer, latent_shape, mesh):
         )
         shardings = sharding.logical_shardings(boxed, mesh, sharding.DIT_RULES)
     return checkpoints.abstract_like(nn.unbox(boxed), shardings), shardings
+
+
+def packed_batch_shardings(mesh, text: encoders.TextEncoder) -> dict:
+    """Shardings of a packed train batch (`make_packed_loss_fn`)."""
+    ranks = dict(tokens=3, coords=3, segments=2, cond=2, clip_tokens=2, text_mask=2)
+    ranks.update(text_segments=2, **({"text": 3} if text.frozen else {"text_ids": 2}))
+    return {key: sharding.batch_sharding(mesh, rank) for key, rank in ranks.items()}
 
 
 def batch_shardings(mesh, text: encoders.TextEncoder, *, tails: bool = False) -> dict:

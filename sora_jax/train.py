@@ -33,7 +33,7 @@ from sora_jax import (
     train_loop,
     vae_lib,
 )
-from sora_jax.data import latent_cache, pipeline, sources
+from sora_jax.data import latent_cache, packing, pipeline, sources
 from sora_jax.data.shapes_world import probe
 from sora_jax.metric_writers import MetricWriter
 from sora_jax.text import encoders
@@ -133,14 +133,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         rng,
     )
 
-    dataset = pipeline.make_dataset(
-        source,
-        global_batch_size=config.batch_size,
-        seed=config.seed,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        detailed_caption_prob=config.data.detailed_caption_prob,
-    )
+    longest_tail = max(tail_lengths, default=0)
+    shards = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    pack = config.packing
+    if pack.enabled:  # NaViT rows of clips of any shape; else batches bucketed by shape
+        plan = packing.PackPlan(
+            packing.budgets(source.latent_shapes, model.patch_size, longest_tail),
+            seq_len=pack.seq_len,
+            max_clips=pack.max_clips,
+            rows=config.batch_size,
+            seed=config.seed,
+        )
+        dataset = packing.make_packed_dataset(
+            source, plan, **shards, detailed_caption_prob=config.data.detailed_caption_prob
+        )
+    else:
+        dataset = pipeline.make_dataset(
+            source,
+            global_batch_size=config.batch_size,
+            seed=config.seed,
+            **shards,
+            detailed_caption_prob=config.data.detailed_caption_prob,
+        )
     data_iterator = iter(
         dataset.to_iter_dataset(
             grain.ReadOptions(
@@ -157,11 +171,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state = restored
         logging.info("resumed from step %d", start_step)
 
-    loss_fn = dit_lib.make_loss_fn(model, text, config.diffusion, stats)
+    if pack.enabled:
+        loss_fn = dit_lib.make_packed_loss_fn(model, text, config.diffusion, stats)
+        shardings = dit_lib.packed_batch_shardings(mesh, text)
+    else:
+        loss_fn = dit_lib.make_loss_fn(model, text, config.diffusion, stats)
+        shardings = dit_lib.batch_shardings(mesh, text, tails=bool(tail_lengths))
     train_step = train_lib.jit_train_step(
         dit_lib.make_train_step(loss_fn, optimizer, config.ema_decay),
         state_shardings,
-        dit_lib.batch_shardings(mesh, text, tails=bool(tail_lengths)),
+        shardings,
         mesh,
         sharding.DIT_RULES,
     )
@@ -177,22 +196,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         params = jax.device_get(state.ema)
         return {"sample_adherence": write_samples(workdir, step, pipe, params, prompts, config)}
 
+    def step_tasks(step, per_row=1):
+        # Drawn for the global batch; this process takes its rows, as the data loader does.
+        names = tasks.draw_tasks(weights, config.batch_size * per_row, seed=config.seed, step=step)
+        rows = [names[i : i + per_row] for i in range(0, len(names), per_row)]
+        return rows[jax.process_index() :: jax.process_count()]
+
+    def bucketed_batch(example, step):
+        latent = example["latent"]
+        names = [row[0] for row in step_tasks(step)]
+        tails = {k: example[f"tail{k}"] for k in tail_lengths if f"tail{k}" in example}
+        conditioning = tasks.conditioning_batch(
+            names, latent.shape, tails, config.tasks.context, longest_tail
+        )
+        return {"latent": latent, **pipe.text_batch(example["caption"]), **conditioning}
+
+    def packed_batch(rows, step):
+        batch = packing.pack_batch(
+            rows,
+            step_tasks(step, pack.max_clips),
+            patch=model.patch_size,
+            seq_len=pack.seq_len,
+            max_clips=pack.max_clips,
+            context=config.tasks.context,
+        )
+        captions = batch.pop("captions")
+        return {**batch, **pipe.packed_text_batch(captions)}
+
     def batches():
+        make_batch = packed_batch if pack.enabled else bucketed_batch
         for step in itertools.count(start_step):
-            example = next(data_iterator)
-            latent = example["latent"]
-            # Drawn for the global batch; this process takes its rows, as the data loader does.
-            names = tasks.draw_tasks(weights, config.batch_size, seed=config.seed, step=step)
-            names = names[jax.process_index() :: jax.process_count()]
-            tails = {k: example[f"tail{k}"] for k in tail_lengths if f"tail{k}" in example}
-            batch = {
-                "latent": latent,
-                **pipe.text_batch(example["caption"]),
-                **tasks.conditioning_batch(
-                    names, latent.shape, tails, config.tasks.context, max(tail_lengths, default=0)
-                ),
-            }
-            yield sharding.host_to_global(batch, mesh)
+            yield sharding.host_to_global(make_batch(next(data_iterator), step), mesh)
 
     try:
         state, last = train_loop.run(

@@ -260,3 +260,38 @@ def test_presets_lower_a_sharded_train_step(variant, mesh):
     lowered = dit_lib.lower_train_step(config, sharding.make_mesh(mesh), (8, 5, 8, 8, 16))
     text = lowered.as_text()
     assert "sharding" in text and len(text) > 10_000
+
+
+@pytest.mark.parametrize("text_mode", ["cross", "joint"])
+def test_packed_clips_with_their_own_captions(text_mode):
+    """Clips packed with different captions (text segments), one dropped for guidance, equal
+    each clip run on its own with its own caption."""
+    model = dit.dit_from_variant("micro/1x2x2", text_mode=text_mode)
+    a = _inputs((1, 3, 4, 4, 8), seed=1)
+    b = _inputs((1, 2, 4, 2, 8), seed=2)
+    a = dict(a, text_mask=a["text_mask"][:1], text=a["text"][:1])
+    b = dict(b, text_mask=jnp.ones_like(a["text_mask"]))  # a's caption has 4 tokens, b's 6
+    params = _init(model, a)
+
+    def alone(x, drop):
+        return model.apply(
+            {"params": params}, x["x"], x["t"], x["coords"], x["text"], x["text_mask"],
+            drop_text_B=jnp.asarray([drop]),
+        )  # fmt: skip
+
+    length = a["text"].shape[1]
+    packed = model.apply(
+        {"params": params},
+        jnp.concatenate([a["x"], b["x"]], 1),
+        jnp.concatenate([a["t"], b["t"]], 1),
+        jnp.concatenate([a["coords"], b["coords"]], 1),
+        jnp.concatenate([a["text"], b["text"]], 1),
+        jnp.concatenate([a["text_mask"], b["text_mask"]], 1),
+        segments_BxN=jnp.asarray([[1] * a["x"].shape[1] + [2] * b["x"].shape[1]]),
+        text_segments_BxL=jnp.asarray([[1] * length + [2] * length]),
+        drop_text_B=jnp.asarray([[False, True]]),
+    )
+    na = a["x"].shape[1]
+    np.testing.assert_allclose(packed[:, :na], alone(a, False), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(packed[:, na:], alone(b, True), rtol=1e-4, atol=1e-5)
+    assert float(jnp.abs(alone(b, True) - alone(b, False)).max()) > 1e-4

@@ -275,3 +275,20 @@ def test_generate_every_task(runs, tmp_path):
         assert np.mean(np.abs(kept.astype(float) - given)) < 3.0
     record = json.loads((out / "0006.json").read_text())
     assert record["task"] == "v2v" and record["strength"] == 0.5 and record["video"]
+
+
+def test_packed_training_on_mixed_shapes(runs):
+    """Clips of three shapes (an image among them) packed into rows of one length: it trains."""
+    root, _, _, _ = runs
+    config = _dit_config(root / "vae", root / "cache_mixed", steps=2)
+    config.data.sizes = ((9, 32, 32), (1, 32, 32), (5, 32, 48))
+    config.packing.enabled = True
+    config.packing.seq_len = 48  # 9x32x32 -> 12 tokens + 8 of tails; 5x32x48 -> 12 + 6
+    config.packing.max_clips = 4
+    config.data.num_clips = 40  # enough for 8 rows (one per fake device)
+    config.sample_every = 100
+    result = train.train_and_evaluate(config, str(root / "packed"))
+    assert result["step"] == 2 and np.isfinite(result["loss"]) and 0.3 < result["fill"] <= 1.0
+    meta = latent_cache.read_meta(root / "cache_mixed")
+    shapes = set(latent_cache.LatentCacheSource(root / "cache_mixed").latent_shapes)
+    assert meta["num_clips"] == 40 and shapes == {(3, 4, 4, 16), (1, 4, 4, 16), (2, 4, 6, 16)}

@@ -170,6 +170,12 @@ class LatentCacheSource:
     def bucket_ids(self) -> np.ndarray:
         return np.asarray([c["bucket"] for c in self.clips], np.int32)
 
+    @property
+    def latent_shapes(self) -> list[tuple[int, ...]]:
+        """Each clip's latent shape [t, h, w, c]."""
+        shapes = {b: self._store(f"latents_{b}").shape[1:] for b in set(self.bucket_ids.tolist())}
+        return [tuple(shapes[c["bucket"]]) for c in self.clips]
+
     def _store(self, name: str) -> np.ndarray:
         # Opened lazily, so a source pickled into a Grain worker maps the file there.
         if name not in self._stores:

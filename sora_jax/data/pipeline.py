@@ -126,14 +126,20 @@ class _BatchLoader:
         return self._transform(example, index, step)
 
     def _transform(self, example: dict, index: int, step: int) -> dict:
-        out = {k: v.decode() if isinstance(v, bytes) else v for k, v in example.items()}
-        if "detailed_caption" in out:
-            rng = np.random.default_rng([self.seed, step, index, 2])
-            if rng.random() < self.detailed_caption_prob:
-                out["caption"] = out["detailed_caption"]
-            del out["detailed_caption"]
-        out.setdefault("index", index)
-        return out
+        return transform(example, index, step, self.seed, self.detailed_caption_prob)
+
+
+def transform(example: dict, index: int, step: int, seed: int, detailed_caption_prob: float):
+    """Per-example: bytes -> str, and the caption is the detailed one with the given
+    probability (a pure function of seed, step and index)."""
+    out = {k: v.decode() if isinstance(v, bytes) else v for k, v in example.items()}
+    if "detailed_caption" in out:
+        rng = np.random.default_rng([seed, step, index, 2])
+        if rng.random() < detailed_caption_prob:
+            out["caption"] = out["detailed_caption"]
+        del out["detailed_caption"]
+    out.setdefault("index", index)
+    return out
 
 
 def _stack(values: Sequence):

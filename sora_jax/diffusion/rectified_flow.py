@@ -12,6 +12,8 @@ and are never noised, predicted or scored; padding tokens from sequence packing 
 False) are not scored either.
 """
 
+import numbers
+
 import jax
 import jax.numpy as jnp
 
@@ -56,11 +58,13 @@ def shift_for_tokens(
     interpolates log(shift) linearly over the same default range (256 -> 4096 tokens), here the
     shift itself is interpolated, which is simpler to read and puts the endpoint values exactly
     where they are chosen. The default max 3.0 is SD3's shift at 1024^2 pixels (4096 tokens);
-    SD3's sqrt(n / base) argument would give 4.0 there. Token counts are static shapes, so this
-    is plain Python and returns a float.
+    SD3's sqrt(n / base) argument would give 4.0 there. An int count (a static shape) gives a
+    Python float, which the sampler needs; an array of counts (packed clips) gives an array.
     """
     frac = (num_tokens - base_tokens) / (max_tokens - base_tokens)
-    return base_shift + (max_shift - base_shift) * min(max(frac, 0.0), 1.0)
+    if isinstance(num_tokens, numbers.Integral):
+        return base_shift + (max_shift - base_shift) * min(max(frac, 0.0), 1.0)
+    return base_shift + (max_shift - base_shift) * jnp.clip(frac, 0.0, 1.0)
 
 
 def noisy_input(x0_BxNxD, eps_BxNxD, t_BxN, cond_BxN):

@@ -275,6 +275,7 @@ class DiT(nn.Module):
         text_mask_BxL,
         *,
         segments_BxN=None,
+        text_segments_BxL=None,
         drop_text_B=None,
         grid=None,
     ):
@@ -286,8 +287,12 @@ class DiT(nn.Module):
           coords_BxNx3: (t, h, w) token coordinates for RoPE.
           text_BxLxE, text_mask_BxL: per-token text-encoder states and their padding mask.
           segments_BxN: packed-clip ids, 0 = padding (None: every token is one clip).
+          text_segments_BxL: with packed clips of different captions, the clip each text
+            position belongs to (each caption a contiguous block, its padding included); tokens
+            then attend to their own clip's text only. None: one text for all tokens.
           drop_text_B: True replaces the text by the learned null text (classifier-free
-            guidance's unconditional branch).
+            guidance's unconditional branch); [B], or [B, S] per packed clip 1..S with
+            `text_segments_BxL`.
           grid: the (t, h, w) token grid; needed by factorized attention.
         """
         if self.text_mode not in ("cross", "joint"):
@@ -296,7 +301,9 @@ class DiT(nn.Module):
             raise ValueError("factorized attention needs the token grid of one unpacked clip")
         b, n, p = x_BxNxP.shape
         d = self.width
-        text_BxLxE, text_mask_BxL = self._null_text(text_BxLxE, text_mask_BxL, drop_text_B)
+        text_BxLxE, text_mask_BxL = self._null_text(
+            text_BxLxE, text_mask_BxL, drop_text_B, text_segments_BxL
+        )
 
         x_BxNxD = Dense(d, ("patch", "embed"), name="patch_embed")(x_BxNxP.astype(jnp.float32))
         x_BxNxD = nn.with_logical_constraint(x_BxNxD, _TOKENS)
@@ -315,14 +322,20 @@ class DiT(nn.Module):
         if segments_BxN is not None:
             self_mask = attention_mask(segments, segments)
         if self.text_mode == "cross":
-            text_segments = text_mask_BxL.astype(jnp.int32)  # 1 = real token, 0 = padding
-            text_mask = attention_mask(jnp.ones_like(segments), text_segments)
+            if text_segments_BxL is None:
+                text_segments = text_mask_BxL.astype(jnp.int32)  # 1 = real token, 0 = padding
+                text_mask = attention_mask(jnp.ones_like(segments), text_segments)
+            else:
+                text_segments = jnp.where(text_mask_BxL, text_segments_BxL, 0)
+                text_mask = attention_mask(segments, text_segments)
             txt = text_BxLxE.astype(self.dtype)
         else:
             txt = Dense(d, ("text_embed", "embed"), name="text_in")(text_BxLxE)
             length = text_BxLxE.shape[1]
-            # Text tokens (segment -1) join every segment: they see and are seen by all tokens.
-            text_segments = jnp.where(text_mask_BxL, -1, 0).astype(jnp.int32)
+            # Text tokens (segment -1) join every segment: they see and are seen by all tokens;
+            # packed captions (`text_segments_BxL`) join their own clip's segment only.
+            own = -1 if text_segments_BxL is None else text_segments_BxL
+            text_segments = jnp.where(text_mask_BxL, own, 0).astype(jnp.int32)
             joint = jnp.concatenate([text_segments, segments], axis=1)
             q, k = joint[:, :, None], joint[:, None, :]
             text_mask = ((q == k) | (q == -1) | (k == -1)) & (k != 0)
@@ -374,21 +387,28 @@ class DiT(nn.Module):
             h_BxNxD
         )
 
-    def _null_text(self, text_BxLxE, text_mask_BxL, drop_text_B):
-        """Swaps dropped examples' text for one learned null token (and masks the rest)."""
+    def _null_text(self, text_BxLxE, text_mask_BxL, drop_text_B, text_segments_BxL=None):
+        """Swaps dropped texts for one learned null token each (and masks the rest): whole
+        examples, or with `text_segments_BxL` the caption blocks of dropped packed clips."""
         if drop_text_B is None:
             return text_BxLxE, text_mask_BxL
-        e = text_BxLxE.shape[-1]
+        b, length, e = text_BxLxE.shape
         null_E = self.param(
             "null_text",
             nn.with_logical_partitioning(nn.initializers.normal(0.02), ("text_embed",)),
             (e,),
         )
-        first = jnp.arange(text_BxLxE.shape[1]) == 0
-        null_BxLxE = jnp.where(first[None, :, None], null_E, 0.0)
-        drop = drop_text_B[:, None]
-        text = jnp.where(drop[:, :, None], null_BxLxE, text_BxLxE)
-        mask = jnp.where(drop, first[None, :], text_mask_BxL)
+        if text_segments_BxL is None:
+            first_BxL = jnp.broadcast_to(jnp.arange(length) == 0, (b, length))
+            drop_BxL = jnp.broadcast_to(drop_text_B[:, None], (b, length))
+        else:
+            previous = jnp.pad(text_segments_BxL[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
+            first_BxL = text_segments_BxL != previous  # the first position of each block
+            index = jnp.clip(text_segments_BxL - 1, 0, drop_text_B.shape[1] - 1)
+            drop_BxL = jnp.take_along_axis(drop_text_B, index, axis=1)
+        null_BxLxE = jnp.where(first_BxL[..., None], null_E, 0.0)
+        text = jnp.where(drop_BxL[..., None], null_BxLxE, text_BxLxE)
+        mask = jnp.where(drop_BxL, first_BxL, text_mask_BxL)
         return text, mask
 
 
