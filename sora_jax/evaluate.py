@@ -9,7 +9,8 @@ timings) and a grid GIF of the first videos of each set. `--prompts` replaces bo
 prompts of a jsonl file (Shapes World grammar, since the probe parses them).
 
 `--tasks` also runs the conditioned tasks on held-out clips (`task_eval.py`: i2v frame-0 PSNR,
-seam continuity and identity for extension / interpolation / loops, v2v colour edits) into
+seam continuity and identity for extension / interpolation / loops, v2v colour edits, cuts of
+multi-shot prompts) into
 report["tasks"] and a grid GIF per task. FVD and the HTML gallery are issue #7.
 """
 
@@ -39,7 +40,7 @@ _TASKS = flags.DEFINE_string(
     "tasks",
     "auto",
     f"Comma-separated conditioned tasks out of {','.join(task_eval.TASKS)}; 'auto': those the "
-    "run trained for (v2v always); 'none'.",
+    "run trained for (v2v and multi_shot always); 'none'.",
 )
 _NUM_TASK_CLIPS = flags.DEFINE_integer("num_task_clips", 50, "Held-out clips per task.")
 _STRENGTH = flags.DEFINE_float("strength", 0.7, "v2v: SDEdit strength.")
@@ -59,7 +60,8 @@ def task_names(pipe: dit_lib.Pipeline) -> list[str]:
     trained = {t for t, w in weights.items() if w > 0}
     if "interpolate" in trained:
         trained.add("loop")  # a loop is an interpolation back to its first frame
-    return [t for t in task_eval.TASKS if t in trained or t == "v2v"]
+    # v2v (SDEdit) needs no training of its own; multi-shot is text to video.
+    return [t for t in task_eval.TASKS if t in trained or t in ("v2v", "multi_shot")]
 
 
 def prompt_sets(pipe: dit_lib.Pipeline) -> dict[str, list[str]]:
@@ -153,11 +155,10 @@ def main(argv):
         adherence = summary["adherence"]
         print(f"{name}: adherence {adherence:.1%} on {len(prompts)} videos ({attributes})")
     if tasks:
-        clips, captions = probe_eval.probe_clips(pipe.config.data, "heldout", _NUM_TASK_CLIPS.value)
         sample = dict(steps=_STEPS.value, cfg=_CFG.value, seed=_SEED.value, method=_SAMPLER.value)
         start = time.perf_counter()
         results = task_eval.evaluate_tasks(
-            pipe, tasks, clips, captions, sample=sample, batch_size=_BATCH_SIZE.value,
+            pipe, tasks, _NUM_TASK_CLIPS.value, sample=sample, batch_size=_BATCH_SIZE.value,
             strength=_STRENGTH.value,
         )  # fmt: skip
         report["timings_s"]["tasks"] = round(time.perf_counter() - start, 3)

@@ -13,21 +13,31 @@ on) and their captions, and is scored on what it generates:
   Interpolation also reports the PSNR of its last frame against the given end frame.
 - `v2v`: the caption with the object's colour swapped for the next palette colour; the probe
   reads the edited video against the new caption (every prompted attribute).
+- `multi_shot`: text to video from the captions of held-out two-shot clips ("... Then cut to
+  ..."); the probe reads each shot, and the cut it finds must sit within one latent frame
+  (the VAE's temporal factor in pixel frames) of the clip's.
 """
 
+import json
 import re
 
 import numpy as np
 from tqdm import tqdm
 
 from sora_jax import probe_eval, task_generation
-from sora_jax.data.shapes_world import probe, vocab
+from sora_jax.data.shapes_world import probe, scenes, vocab
+from sora_jax.data.shapes_world.world import ShapesWorldSource
 from sora_jax.metrics.video_metrics import psnr
 
-TASKS = ("i2v", "extend_forward", "extend_backward", "interpolate", "loop", "v2v")
+TASKS = ("i2v", "extend_forward", "extend_backward", "interpolate", "loop", "v2v", "multi_shot")
+_MULTI_SHOT_ONLY = scenes.SceneMix(
+    two_objects=0.0, three_objects=0.0, occlusion=0.0, multi_shot=1.0
+)
 SEAM_RATIO = 1.5
 IDENTITY = ("color", "shape", "size")
-HEADLINE = ("frame0_psnr", "seam_ratio_median", "seams_continuous", "identity", "end_psnr")
+HEADLINE = (
+    "frame0_psnr", "seam_ratio_median", "seams_continuous", "identity", "end_psnr", "cuts_ok"
+)  # fmt: skip
 _MOTION_FLOOR = 1.0  # mean absolute difference (0..255) below which a clip counts as still
 
 
@@ -54,15 +64,46 @@ def swap_color(caption: str) -> str:
     return caption[: match.start()] + new + caption[match.end() :]
 
 
+def multi_shot_clips(data, num: int):
+    """(videos, captions, labels) of `num` held-out multi-shot clips at the run's clip size."""
+    source = ShapesWorldSource(
+        num_clips=num,
+        split="heldout",
+        seed=data.world_seed,
+        sizes=(tuple(data.sizes[0]),),
+        mix=_MULTI_SHOT_ONLY,
+    )
+    clips = [source[i] for i in range(num)]
+    return (
+        np.stack([c["video"] for c in clips]),
+        [str(c["caption"]) for c in clips],
+        [json.loads(c["labels"]) for c in clips],
+    )
+
+
 def _identity_counts(video, caption) -> np.ndarray:
     counts = probe.probe(video, caption)["counts"]
     return sum((np.asarray(counts[a]) for a in IDENTITY if a in counts), np.zeros(2, np.int64))
 
 
-def run_task(pipe, task: str, videos, captions, *, sample, strength: float = 0.7):
-    """(outputs [B, T', H, W, 3], per-video metric rows) of one task on clips `videos`."""
+def run_task(pipe, task: str, videos, captions, *, sample, strength: float = 0.7, labels=None):
+    """(outputs [B, T', H, W, 3], per-video metric rows) of one task on clips `videos`
+    (`labels`: their Shapes World labels, which `multi_shot` needs)."""
     frames = videos.shape[1]
     overlap = task_generation.context_frames(pipe)
+    if task == "multi_shot":
+        _, t, h, w, _ = videos.shape
+        out = task_generation.text_to_video(
+            pipe, captions, frames=t, height=h, width=w, sample=sample
+        )
+        tolerance = pipe.vae.temporal_factor
+        rows = []
+        for o, c, label in zip(out, captions, labels, strict=True):
+            row = _probe_row(o, c)
+            true_cuts = [shot["start_frame"] for shot in label["shots"][1:]]
+            errors = [abs(a - b) for a, b in zip(row.pop("cuts"), true_cuts, strict=True)]
+            rows.append({**row, "cut_errors": errors, "cuts_ok": max(errors) <= tolerance})
+        return out, rows
     if task == "i2v":
         out = task_generation.image_to_video(
             pipe, captions, videos[:, 0], frames=frames, sample=sample
@@ -121,7 +162,8 @@ def run_task(pipe, task: str, videos, captions, *, sample, strength: float = 0.7
 
 def _probe_row(video, caption) -> dict:
     reading = probe.probe(video, caption)
-    return {"prompt": caption, "adherence": reading["adherence"], "counts": reading["counts"]}
+    row = {"prompt": caption, "adherence": reading["adherence"], "counts": reading["counts"]}
+    return {**row, "cuts": reading["cuts"]} if len(reading["shots"]) > 1 else row
 
 
 def summarize(task: str, rows: list[dict]) -> dict:
@@ -137,21 +179,31 @@ def summarize(task: str, rows: list[dict]) -> dict:
         summary["identity"] = float(correct / max(prompted, 1))
     if task == "interpolate":
         summary["end_psnr"] = float(np.mean([r["end_psnr"] for r in rows]))
+    if task == "multi_shot":
+        summary["cuts_ok"] = float(np.mean([r["cuts_ok"] for r in rows]))
     return summary
 
 
-def evaluate_tasks(pipe, task_names, videos, captions, *, sample, batch_size, strength=0.7):
-    """{task: (summary, rows, outputs)} over clips `videos` [N, T, H, W, 3] and their captions."""
+def evaluate_tasks(pipe, task_names, num_clips: int, *, sample, batch_size, strength=0.7):
+    """{task: (summary, rows, outputs)} on `num_clips` held-out clips a task (multi-shot ones
+    for `multi_shot`)."""
+    data = pipe.config.data
     results = {}
     for task in task_names:
+        if task == "multi_shot":
+            videos, captions, labels = multi_shot_clips(data, num_clips)
+        else:
+            videos, captions = probe_eval.probe_clips(data, "heldout", num_clips)
+            labels = [None] * num_clips
         rows, outputs = [], []
         batches = range(0, len(videos), batch_size)
         for i, start in enumerate(tqdm(batches, desc=task, unit="batch")):
             part = slice(start, start + batch_size)
             seeded = {**sample, "seed": sample["seed"] + i}
             out, part_rows = run_task(
-                pipe, task, videos[part], captions[part], sample=seeded, strength=strength
-            )
+                pipe, task, videos[part], captions[part], sample=seeded, strength=strength,
+                labels=labels[part],
+            )  # fmt: skip
             outputs.append(out)
             rows += part_rows
         for row in rows:
