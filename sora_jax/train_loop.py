@@ -6,6 +6,7 @@ saves every `checkpoint_every` steps and at the end, and turns SIGTERM (preempti
 "finish this step, save, return".
 """
 
+import pathlib
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -14,8 +15,8 @@ import jax
 from absl import logging
 from tqdm import tqdm
 
-from sora_jax import checkpoints, cli, train_flags
-from sora_jax.metric_writers import MetricWriter
+from sora_jax import checkpoints, cli, plots, train_flags
+from sora_jax.metric_writers import MetricWriter, read_metrics
 
 # (every N steps, fn(state, step) -> scalars to log); also run at the last step.
 Periodic = tuple[int, Callable[[Any, int], dict]]
@@ -93,5 +94,7 @@ def command_main(train_and_evaluate: Callable[[Any, str], dict]) -> Callable[[li
         with cli.user_errors(checkpoints.CheckpointError, ValueError, FileNotFoundError):
             result = train_and_evaluate(config, workdir)
         print(f"trained to step {result['step']}; checkpoints in {workdir}/checkpoints")
+        if jax.process_index() == 0 and any("loss" in m for m in read_metrics(workdir)):
+            print(f"curves in {plots.plot_curves([workdir], pathlib.Path(workdir) / 'curves.png')}")
 
     return main
