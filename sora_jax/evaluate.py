@@ -60,6 +60,8 @@ def task_names(pipe: dit_lib.Pipeline) -> list[str]:
     trained = {t for t, w in weights.items() if w > 0}
     if "interpolate" in trained:
         trained.add("loop")  # a loop is an interpolation back to its first frame
+    if "extend_forward" in trained:
+        trained.add("long_video")  # forward extensions, window after window
     # v2v (SDEdit) needs no training of its own; multi-shot is text to video.
     return [t for t in task_eval.TASKS if t in trained or t in ("v2v", "multi_shot")]
 

@@ -12,7 +12,7 @@ import matplotlib
 import numpy as np
 from absl import flags
 
-from sora_jax import cli
+from sora_jax import cli, train_flags
 from sora_jax.metric_writers import read_metrics
 
 matplotlib.use("Agg")  # files only; never a window
@@ -21,7 +21,6 @@ from matplotlib import pyplot as plt  # noqa: E402 - after choosing the backend
 # Periodic scores worth a panel of their own, when a run logs them.
 SCORES = ("sample_adherence", "sample_psnr")
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A `train` or `train-vae` workdir.")
 _OUT = flags.DEFINE_string("out", None, "The PNG to write (default: W/curves.png).")
 
 
@@ -74,11 +73,12 @@ def plot_curves(workdirs, out, *, smooth: int = 10) -> pathlib.Path:
 def main(argv):
     if len(argv) > 1:
         raise cli.UserError(f"unexpected arguments: {argv[1:]}")
-    if not _WORKDIR.value:
+    workdir = train_flags.WORKDIR.value
+    if not workdir:
         raise cli.UserError("--workdir is required")
-    out = _OUT.value or pathlib.Path(_WORKDIR.value) / "curves.png"
+    out = _OUT.value or pathlib.Path(workdir) / "curves.png"
     with cli.user_errors(FileNotFoundError):
-        print(f"wrote {plot_curves([_WORKDIR.value], out)}")
+        print(f"wrote {plot_curves([workdir], out)}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ on) and their captions, and is scored on what it generates:
   Interpolation also reports the PSNR of its last frame against the given end frame.
 - `v2v`: the caption with the object's colour swapped for the next palette colour; the probe
   reads the edited video against the new caption (every prompted attribute).
+- `long_video`: text to video over `LONG_WINDOWS` sliding windows; continuity at every window
+  boundary, identity read from the last window (the subject must survive the extensions).
 - `multi_shot`: text to video from the captions of held-out two-shot clips ("... Then cut to
   ..."); the probe reads each shot, and the cut it finds must sit within one latent frame
   (the VAE's temporal factor in pixel frames) of the clip's.
@@ -29,7 +31,11 @@ from sora_jax.data.shapes_world import probe, scenes, vocab
 from sora_jax.data.shapes_world.world import ShapesWorldSource
 from sora_jax.metrics.video_metrics import psnr
 
-TASKS = ("i2v", "extend_forward", "extend_backward", "interpolate", "loop", "v2v", "multi_shot")
+TASKS = (
+    "i2v", "extend_forward", "extend_backward", "interpolate", "loop", "v2v", "multi_shot",
+    "long_video",
+)  # fmt: skip
+LONG_WINDOWS = 4  # windows of a `long_video` (17-frame clips: 53 frames)
 _MULTI_SHOT_ONLY = scenes.SceneMix(
     two_objects=0.0, three_objects=0.0, occlusion=0.0, multi_shot=1.0
 )
@@ -137,6 +143,16 @@ def run_task(pipe, task: str, videos, captions, *, sample, strength: float = 0.7
         )
         seams = [[(o[0], o[1], o[1:-1]), (o[-2], o[-1], o[1:-1])] for o in out]
         generated = [o[1:-1] for o in out]
+    elif task == "long_video":
+        step = frames - overlap
+        total = frames + (LONG_WINDOWS - 1) * step
+        out = task_generation.long_video(
+            pipe, captions, frames=total, window=frames, height=videos.shape[2],
+            width=videos.shape[3], sample=sample,
+        )  # fmt: skip
+        bounds = [frames + i * step for i in range(LONG_WINDOWS - 1)]
+        seams = [[(o[b - 1], o[b], o[b : b + step]) for b in bounds] for o in out]
+        generated = [o[-frames:] for o in out]
     elif task == "loop":
         out = task_generation.loop(
             pipe, captions, frames=frames, height=videos.shape[2], width=videos.shape[3],

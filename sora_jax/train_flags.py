@@ -1,4 +1,5 @@
-"""The `--config` and `--workdir` flags of the training commands (`train`, `train-vae`).
+"""The `--config` and `--workdir` flags of the training commands (`train`, `train-vae`; `plots`
+reads --workdir too).
 
 absl flags are process-global, so the commands share these definitions instead of each defining
 its own: both trainers can then be imported in one process (tests, notebooks).

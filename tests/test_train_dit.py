@@ -154,13 +154,15 @@ def test_eval_reports_probe_adherence_per_set(runs, tmp_path):
     # The run trained every task, so 'auto' evaluates all of them on 2 held-out clips each.
     tasks = report["tasks"]
     assert list(tasks) == [
-        "i2v", "extend_forward", "extend_backward", "interpolate", "loop", "v2v", "multi_shot"
+        "i2v", "extend_forward", "extend_backward", "interpolate", "loop", "v2v", "multi_shot",
+        "long_video",
     ]  # fmt: skip
     assert all(t["num_videos"] == 2 for t in tasks.values())
     assert tasks["i2v"]["frame0_psnr"] > 0 and 0 <= tasks["loop"]["seams_continuous"] <= 1
     assert tasks["interpolate"]["end_psnr"] > 0 and 0 <= tasks["extend_forward"]["identity"] <= 1
     assert 0 <= tasks["multi_shot"]["cuts_ok"] <= 1
-    assert len(report["videos"]) == 6 + 14 and (out_dir / "t2v_heldout.gif").stat().st_size > 0
+    assert 0 <= tasks["long_video"]["seams_continuous"] <= 1
+    assert len(report["videos"]) == 6 + 16 and (out_dir / "t2v_heldout.gif").stat().st_size > 0
     assert (out_dir / "task_extend_backward.gif").stat().st_size > 0
 
     prompts = tmp_path / "p.jsonl"
