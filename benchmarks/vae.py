@@ -1,6 +1,6 @@
 """Video VAE speed and memory: encode/decode frames/s, and peak memory vs video length.
 
-    python benchmarks/vae.py [--variants tiny/t4s8c16,small/t4s8c16] [--lengths 17,65,257]
+    python benchmarks/vae.py [--variants tiny/t4s4c16,base/t4s8c16] [--lengths 17,65,257]
 
 For each variant: frames/s of one-pass encode and decode of a 17x64x64 clip (batch 1, after
 compilation). Then, for each length, the peak resident memory of a fresh process that encodes
@@ -10,14 +10,11 @@ Parameters are random (speed and memory do not depend on training).
 """
 
 import argparse
-import json
-import resource
-import subprocess
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
+from child_process import print_peak_rss, run_child
 
 
 def _model(variant):
@@ -55,23 +52,16 @@ def peak_memory_child(variant: str, frames: int, chunked: bool) -> None:
         latent = model.apply({"params": params}, video, method=model.encode)[0]
         recon = model.apply({"params": params}, latent, method=model.decode)
     recon.block_until_ready()
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"peak_mib": peak_mib}))
+    print_peak_rss()
 
 
 def peak_memory(variant: str, frames: int, chunked: bool) -> float:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", variant, str(frames), str(int(chunked))],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
+    return run_child(__file__, variant, frames, int(chunked))["peak_mib"]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", default="tiny/t4s8c16,small/t4s8c16")
+    parser.add_argument("--variants", default="tiny/t4s4c16,tiny/t4s8c16,base/t4s8c16")
     parser.add_argument("--lengths", default="17,65,257")
     parser.add_argument("--child", nargs=3)
     args = parser.parse_args()
