@@ -6,7 +6,9 @@ Generates videos for Shapes World prompts of the train distribution (clips the r
 and of the held-out (colour, shape) pairs, reads each back with the probe, and writes
 D/report.json (adherence overall and per attribute for each prompt set, per-video rows, settings,
 timings) and a grid GIF of the first videos of each set. `--prompts` replaces both sets with the
-prompts of a jsonl file (Shapes World grammar, since the probe parses them).
+prompts of a jsonl file (Shapes World grammar, since the probe parses them). `--sizes` runs
+every set at each given FRAMESxHEIGHTxWIDTH (aspect ratios and resolutions the run did or did
+not train on), reported as `<set>_<size>`.
 
 `--tasks` also runs the conditioned tasks on held-out clips (`task_eval.py`: i2v frame-0 PSNR,
 seam continuity and identity for extension / interpolation / loops, v2v colour edits, cuts of
@@ -14,6 +16,8 @@ multi-shot prompts) into
 report["tasks"] and a grid GIF per task. FVD and the HTML gallery are issue #7.
 """
 
+import functools
+import itertools
 import pathlib
 import time
 
@@ -44,6 +48,30 @@ _TASKS = flags.DEFINE_string(
 )
 _NUM_TASK_CLIPS = flags.DEFINE_integer("num_task_clips", 50, "Held-out clips per task.")
 _STRENGTH = flags.DEFINE_float("strength", 0.7, "v2v: SDEdit strength.")
+_SIZES = flags.DEFINE_list(
+    "sizes",
+    [],
+    "Text-to-video sizes FRAMESxHEIGHTxWIDTH (e.g. 17x64x64,17x48x80,17x96x96), each evaluating "
+    "every prompt set; default: the run's first training size.",
+)
+
+
+def video_sizes(pipe: dit_lib.Pipeline) -> list[tuple[int, int, int]]:
+    """--sizes parsed and checked against the VAE and patch factors (default: training size)."""
+    if not _SIZES.value:
+        return [tuple(pipe.config.data.sizes[0])]
+    sizes = []
+    for text in _SIZES.value:
+        try:
+            size = tuple(int(n) for n in text.lower().split("x"))
+        except ValueError:
+            size = ()
+        if len(size) != 3:
+            raise cli.UserError(f"--sizes {text!r}: expected FRAMESxHEIGHTxWIDTH, e.g. 17x48x80")
+        with cli.user_errors(ValueError):
+            pipe.latent_shape(1, *size)
+        sizes.append(size)
+    return sizes
 
 
 def task_names(pipe: dit_lib.Pipeline) -> list[str]:
@@ -103,18 +131,18 @@ def main(argv):
         raise cli.UserError("--tasks runs on Shapes World clips; the run trained on other data")
     if tasks and _NUM_TASK_CLIPS.value < 1:
         raise cli.UserError(f"--num_task_clips must be at least 1, got {_NUM_TASK_CLIPS.value}")
-    frames, height, width = pipe.config.data.sizes[0]
+    sizes = video_sizes(pipe)
     with cli.user_errors(ValueError):
         for prompts in sets.values():
             pipe.embed(prompts)  # tokenizes: an empty prompt fails here, before any sampling
             probe_eval.check_parsable(prompts)
 
-    def generate(prompts, seed):
+    def generate(prompts, seed, size):
         return pipe.generate(
             prompts,
-            frames=frames,
-            height=height,
-            width=width,
+            frames=size[0],
+            height=size[1],
+            width=size[2],
             steps=_STEPS.value,
             cfg=_CFG.value,
             seed=seed,
@@ -127,9 +155,7 @@ def main(argv):
         "checkpoint": str(pathlib.Path(_CHECKPOINT.value).resolve()),
         "step": pipe.step,
         "settings": {
-            "frames": frames,
-            "height": height,
-            "width": width,
+            "sizes": [list(size) for size in sizes],
             "steps": _STEPS.value,
             "cfg": _CFG.value,
             "sampler": _SAMPLER.value,
@@ -141,11 +167,14 @@ def main(argv):
         "timings_s": {"load": round(load_s, 3)},
     }
     grids = {}
-    for name, prompts in sets.items():
+    for size, (set_name, prompts) in itertools.product(sizes, sets.items()):
+        # One size keeps the plain set names; several name each set with its size.
+        name = set_name if not _SIZES.value else f"{set_name}_{'x'.join(map(str, size))}"
         start = time.perf_counter()
         summary, rows, videos = probe_eval.evaluate(
-            generate, prompts, batch_size=_BATCH_SIZE.value, seed=_SEED.value, desc=name
-        )
+            functools.partial(generate, size=size), prompts, batch_size=_BATCH_SIZE.value,
+            seed=_SEED.value, desc=name,
+        )  # fmt: skip
         # Includes compiling the sampler for this set's batch shapes.
         report["timings_s"][f"{name}_per_video"] = round(
             (time.perf_counter() - start) / len(prompts), 3

@@ -144,10 +144,13 @@ def test_eval_reports_probe_adherence_per_set(runs, tmp_path):
     proc = _command(
         "sora_jax.evaluate", f"--checkpoint={straight}", f"--out_dir={out_dir}",
         "--num_prompts=3", "--batch_size=2", "--steps=2", "--grid=2", "--num_task_clips=2",
+        "--sizes=9x32x32,5x32x48",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out_dir / "report.json").read_text())
-    assert set(report["t2v"]) == {"train", "heldout"} and report["step"] == 4
+    sets = {f"{s}_{size}" for s in ("train", "heldout") for size in ("9x32x32", "5x32x48")}
+    assert set(report["t2v"]) == sets and report["step"] == 4
+    assert report["settings"]["sizes"] == [[9, 32, 32], [5, 32, 48]]
     for summary in report["t2v"].values():
         assert summary["num_videos"] == 3 and 0.0 <= summary["adherence"] <= 1.0
         assert {"color", "shape", "size", "motion"} <= set(summary["attributes"])
@@ -162,7 +165,8 @@ def test_eval_reports_probe_adherence_per_set(runs, tmp_path):
     assert tasks["interpolate"]["end_psnr"] > 0 and 0 <= tasks["extend_forward"]["identity"] <= 1
     assert 0 <= tasks["multi_shot"]["cuts_ok"] <= 1
     assert 0 <= tasks["long_video"]["seams_continuous"] <= 1
-    assert len(report["videos"]) == 6 + 16 and (out_dir / "t2v_heldout.gif").stat().st_size > 0
+    assert len(report["videos"]) == 12 + 16
+    assert (out_dir / "t2v_heldout_5x32x48.gif").stat().st_size > 0
     assert (out_dir / "task_extend_backward.gif").stat().st_size > 0
 
     prompts = tmp_path / "p.jsonl"
@@ -172,6 +176,11 @@ def test_eval_reports_probe_adherence_per_set(runs, tmp_path):
         f"--prompts={prompts}",
     )  # fmt: skip
     assert proc.returncode == 2 and "cannot read prompt" in proc.stderr, proc.stderr
+    proc = _command(
+        "sora_jax.evaluate", f"--checkpoint={straight}", f"--out_dir={tmp_path}/bad",
+        "--sizes=9x30x32",
+    )  # fmt: skip
+    assert proc.returncode == 2 and "multiples of" in proc.stderr, proc.stderr
     assert not (tmp_path / "bad").exists()
 
 
