@@ -42,6 +42,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.model.activation = "gelu"  # "gelu" | "swiglu"
     config.model.text_mode = "cross"  # "cross" | "joint" (MM-DiT)
     config.model.attention = "full"  # "full" | "factorized" (spatial, then temporal)
+    # Tokens sharded over the mesh's `sequence` axis: "none" lets GSPMD gather keys and values;
+    # "ulysses" swaps token shards for head shards with all-to-alls (models/sequence_parallel.py).
+    config.model.sequence_parallel = "none"
     config.model.scan_layers = True
     config.model.remat_policy = "none"  # "none" | "full" | "dots" | "dots_no_batch"
     config.model.dtype = "float32"

@@ -37,6 +37,7 @@ def make_model(model_config: ml_collections.ConfigDict) -> dit.DiT:
         activation=model_config.activation,
         text_mode=model_config.text_mode,
         attention=model_config.attention,
+        sequence_parallel=model_config.sequence_parallel,
         scan_layers=model_config.scan_layers,
         remat_policy=model_config.remat_policy,
         dtype=jnp.dtype(model_config.dtype),

@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sora_jax.models import rope
+from sora_jax.models import rope, sequence_parallel
 from sora_jax.models.layers import Dense, Mlp, RMSNorm
 
 # (width, depth, heads). tiny/micro run on a CPU; S..XL follow DiT's sizes; the multi-billion
@@ -95,6 +95,7 @@ class Attention(nn.Module):
     head_dim: int
     kv_axis: str = "embed"  # "text_embed" when keys/values come from the text encoder
     dtype: Any = jnp.float32
+    ulysses: bool = False  # self-attention over tokens sharded on `length` (sequence_parallel)
 
     @nn.compact
     def __call__(self, x_BxNxD, kv_BxMxE, mask_Bx1xNxM=None, rope_qk=None):
@@ -109,9 +110,10 @@ class Attention(nn.Module):
         if rope_qk is not None:
             q_BxNxHxK = rope.apply_rope(q_BxNxHxK, *rope_qk)
             k_BxMxHxK = rope.apply_rope(k_BxMxHxK, *rope_qk)
-        out_BxNxHxK = jax.nn.dot_product_attention(
-            q_BxNxHxK, k_BxMxHxK, v_BxMxHxK, mask=mask_Bx1xNxM
+        attend = (
+            sequence_parallel.ulysses_attention if self.ulysses else jax.nn.dot_product_attention
         )
+        out_BxNxHxK = attend(q_BxNxHxK, k_BxMxHxK, v_BxMxHxK, mask=mask_Bx1xNxM)
         d = x_BxNxD.shape[-1]
         return Dense(d, ("heads", "kv", "embed"), axis=(-2, -1), name="out", dtype=self.dtype)(
             out_BxNxHxK
@@ -145,6 +147,7 @@ class DiTBlock(nn.Module):
     text_mode: str = "cross"  # "cross" | "joint"
     attention: str = "full"  # "full" | "factorized"
     grid: tuple[int, int, int] | None = None  # the token grid, for factorized attention
+    sequence_parallel: str = "none"  # "none" (GSPMD) | "ulysses" (all-to-all, shard_map)
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -185,11 +188,14 @@ class DiTBlock(nn.Module):
         return (x_BxNxD, txt_BxLxE), None
 
     def _self_attention(self, h_BxNxD, ctx: BlockContext, attn: dict):
-        layer = Attention(name="self_attention", **attn)
         if self.attention == "full":
+            layer = Attention(name="self_attention", ulysses=self._ulysses(), **attn)
             return layer(h_BxNxD, h_BxNxD, ctx.self_mask, ctx.rope_video)
         if self.attention != "factorized":
             raise ValueError(f"attention must be 'full' or 'factorized', got {self.attention!r}")
+        if self._ulysses():
+            raise ValueError("sequence_parallel='ulysses' needs attention='full'")
+        layer = Attention(name="self_attention", **attn)
         # Spatial attention within each frame, then temporal attention at each position: the
         # token axis is reshaped, so this needs a whole, unpacked clip on a known grid.
         b, n, d = h_BxNxD.shape
@@ -208,13 +214,19 @@ class DiTBlock(nn.Module):
         h = temporal(positions(h), positions(h), None, (positions(cos), positions(sin)))
         return h.reshape(b, gs, gt, d).swapaxes(1, 2).reshape(b, n, d)
 
+    def _ulysses(self) -> bool:
+        if self.sequence_parallel not in ("none", "ulysses"):
+            raise ValueError(
+                f"sequence_parallel must be 'none' or 'ulysses', got {self.sequence_parallel!r}"
+            )
+        return self.sequence_parallel == "ulysses"
+
     def _joint_attention(self, h_BxNxD, txt_BxLxD, ctx: BlockContext, attn: dict):
         if self.attention != "full":
             raise ValueError("joint text attention supports attention='full' only")
         t_BxLxD = _layer_norm(txt_BxLxD).astype(self.dtype)
-        out_t, out_x = JointAttention(name="joint_attention", **attn)(
-            t_BxLxD, h_BxNxD, ctx.text_mask, ctx.rope_joint
-        )
+        joint = JointAttention(name="joint_attention", ulysses=self._ulysses(), **attn)
+        out_t, out_x = joint(t_BxLxD, h_BxNxD, ctx.text_mask, ctx.rope_joint)
         return out_x, txt_BxLxD + out_t
 
 
@@ -225,6 +237,7 @@ class JointAttention(nn.Module):
     num_heads: int
     head_dim: int
     dtype: Any = jnp.float32
+    ulysses: bool = False  # see Attention
 
     @nn.compact
     def __call__(self, txt_BxLxD, x_BxNxD, mask_Bx1xMxM, rope_joint):
@@ -243,7 +256,10 @@ class JointAttention(nn.Module):
         q_BxMxHxK = rope.apply_rope(jnp.concatenate([qt, qx], axis=1), *rope_joint)
         k_BxMxHxK = rope.apply_rope(jnp.concatenate([kt, kx], axis=1), *rope_joint)
         v_BxMxHxK = jnp.concatenate([vt, vx], axis=1)
-        o_BxMxHxK = jax.nn.dot_product_attention(q_BxMxHxK, k_BxMxHxK, v_BxMxHxK, mask=mask_Bx1xMxM)
+        attend = (
+            sequence_parallel.ulysses_attention if self.ulysses else jax.nn.dot_product_attention
+        )
+        o_BxMxHxK = attend(q_BxMxHxK, k_BxMxHxK, v_BxMxHxK, mask=mask_Bx1xMxM)
         out = lambda o, name: Dense(  # noqa: E731
             d, ("heads", "kv", "embed"), axis=(-2, -1), dtype=self.dtype, name=name
         )(o)
@@ -261,6 +277,7 @@ class DiT(nn.Module):
     activation: str = "gelu"
     text_mode: str = "cross"
     attention: str = "full"
+    sequence_parallel: str = "none"  # "ulysses": all-to-all attention over sharded tokens
     scan_layers: bool = True
     remat_policy: str = "none"
     dtype: Any = jnp.float32
@@ -350,6 +367,7 @@ class DiT(nn.Module):
             activation=self.activation,
             text_mode=self.text_mode,
             attention=self.attention,
+            sequence_parallel=self.sequence_parallel,
             grid=None if grid is None else tuple(grid),
             dtype=self.dtype,
         )
