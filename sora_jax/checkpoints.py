@@ -96,9 +96,36 @@ def restore_latest(
                 "use a fresh --workdir or the original config"
             )
     args = {"state": ocp.args.StandardRestore(abstract_state)}
-    if data_iterator is not None and (manager.directory / str(step) / "data").exists():
-        args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    data_dir = manager.directory / str(step) / "data"
+    if data_iterator is not None and data_dir.exists():
+        if (data_dir / _iterator_file(jax.process_index(), jax.process_count())).exists():
+            args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+        else:
+            _restore_position(data_dir, data_iterator)
     return _restore(manager, step, args)["state"], step
+
+
+def _iterator_file(process_index: int, process_count: int) -> str:
+    return f"process_{process_index}-of-{process_count}.json"  # Grain's naming
+
+
+def _restore_position(data_dir: pathlib.Path, data_iterator) -> None:
+    """Resumes a data iterator saved by a different number of processes.
+
+    Our datasets are indexed by global step (each process takes its rows of global batch j),
+    so every process saved the same position, and that position means the same global batch
+    whatever the process count: process 0's state serves every process of the new topology.
+    """
+    saved = sorted(data_dir.glob("process_0-of-*.json"))
+    if not saved:
+        raise CheckpointError(f"{data_dir} holds no data-iterator state")
+    state = json.loads(saved[0].read_text())
+    if set(state) != {"next_index"}:
+        raise CheckpointError(
+            f"{saved[0]}: cannot move iterator state {sorted(state)} to "
+            f"{jax.process_count()} processes (only a position can be)"
+        )
+    data_iterator.set_state(state)
 
 
 def saved_config(workdir: str | pathlib.Path, step: int | None = None):

@@ -66,6 +66,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor", "sequence")
@@ -213,6 +214,13 @@ def sharded_init(
         unboxed_init = jax.jit(lambda *a: nn.unbox(init_fn(*a)), out_shardings=shardings)
         variables = unboxed_init(*args)
     return variables, shardings
+
+
+def host_copy(tree: Any) -> Any:
+    """Numpy copies of (possibly multi-host sharded) arrays, whole and equal on every process."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    return multihost_utils.process_allgather(tree, tiled=True)
 
 
 def host_to_global(batch: Any, mesh: jax.sharding.Mesh) -> Any:

@@ -91,9 +91,10 @@ def write_samples(
         params=params,
     )
     readings = [probe.probe(v, p) for v, p in zip(videos, prompts, strict=True)]
-    (workdir / "samples").mkdir(parents=True, exist_ok=True)
-    write_video(workdir / "samples" / f"samples_{step:07d}.gif", tile_videos(videos, 4), fps=8)
-    atomic.write_json(workdir / "samples" / f"samples_{step:07d}.json", prompts)
+    if jax.process_index() == 0:
+        (workdir / "samples").mkdir(parents=True, exist_ok=True)
+        write_video(workdir / "samples" / f"samples_{step:07d}.gif", tile_videos(videos, 4), fps=8)
+        atomic.write_json(workdir / "samples" / f"samples_{step:07d}.json", prompts)
     return probe_eval.summarize(readings)["adherence"]
 
 
@@ -192,8 +193,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer = MetricWriter(workdir)
 
     def samples(state, step):
-        # Sampling runs on one device with host copies of the EMA params (single-host only).
-        params = jax.device_get(state.ema)
+        # Every process samples on one local device from a host copy of the EMA params (gathered
+        # across hosts); process 0 writes the files.
+        params = sharding.host_copy(state.ema)
         return {"sample_adherence": write_samples(workdir, step, pipe, params, prompts, config)}
 
     def step_tasks(step, per_row=1):

@@ -15,7 +15,7 @@ import jax
 from absl import logging
 from tqdm import tqdm
 
-from sora_jax import checkpoints, cli, plots, train_flags
+from sora_jax import checkpoints, cli, distributed, plots, train_flags
 from sora_jax.metric_writers import MetricWriter, read_metrics
 
 # (every N steps, fn(state, step) -> scalars to log); also run at the last step.
@@ -92,6 +92,7 @@ def command_main(train_and_evaluate: Callable[[Any, str], dict]) -> Callable[[li
         if config is None or not workdir:
             raise cli.UserError("--config and --workdir are required")
         with cli.user_errors(checkpoints.CheckpointError, ValueError, FileNotFoundError):
+            distributed.initialize()
             result = train_and_evaluate(config, workdir)
         print(f"trained to step {result['step']}; checkpoints in {workdir}/checkpoints")
         if jax.process_index() == 0 and any("loss" in m for m in read_metrics(workdir)):

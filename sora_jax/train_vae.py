@@ -47,8 +47,9 @@ def write_samples(workdir: pathlib.Path, step: int, model, params, clips) -> flo
     top = np.concatenate(list(clips), axis=2)
     bottom = np.concatenate(list(recon), axis=2)
     grid = np.concatenate([top, bottom], axis=1)
-    (workdir / "samples").mkdir(parents=True, exist_ok=True)
-    write_video(workdir / "samples" / f"recon_{step:07d}.gif", grid, fps=8)
+    if jax.process_index() == 0:
+        (workdir / "samples").mkdir(parents=True, exist_ok=True)
+        write_video(workdir / "samples" / f"recon_{step:07d}.gif", grid, fps=8)
     return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
 
 
@@ -124,7 +125,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     clips = sample_clips(config)
 
     def samples(state, step):
-        params = vae_lib.autoencoder_params(state.params)
+        # Every process reconstructs from a host copy (gathered across hosts); process 0 writes.
+        params = sharding.host_copy(vae_lib.autoencoder_params(state.params))
         return {"sample_psnr": write_samples(workdir, step, model, params, clips)}
 
     def batches():
