@@ -5,11 +5,13 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from test_dit import _apply, _init, _inputs
 
-from sora_jax import sharding
+from sora_jax import config_lib, dit_lib, sharding, train_lib
 from sora_jax.models import dit
+from sora_jax.text import encoders
 
 FIELDS = dict(width=64, depth=2, num_heads=8, patch_size=(1, 2, 2))
 
@@ -78,3 +80,75 @@ def test_ulysses_refuses_what_it_cannot_split(fields, latent, message):
         pytest.raises(ValueError, match=re.escape(message)),
     ):
         jax.jit(lambda p: _apply(model, p, inp))(params)
+
+
+def _two_sgd_steps(degrees, sequence_parallel):
+    """Losses and params after two DiT train steps on a mesh. Plain SGD, so the params are the
+    gradients' sum (Adam's first steps would amplify reduction noise in tiny gradients), and two
+    steps, so the second reaches every weight past the zero-initialised output layer."""
+    config = config_lib.load_config("configs/dit_tiny.py:text=small,batch=8")
+    config.model.text.max_length = 8
+    text = encoders.make_text_encoder(config.model.text)
+    optimizer = optax.sgd(0.1)
+    model = dit.DiT(sequence_parallel=sequence_parallel, **FIELDS)
+    latent_shape = (8, 4, 4, 4, 16)  # 16 tokens a clip
+    mesh = sharding.make_mesh(
+        dict(zip(sharding.MESH_AXES, degrees, strict=True)),
+        devices=jax.devices()[: int(np.prod(degrees))],
+    )
+    state, shardings = sharding.sharded_init(
+        lambda r: dit_lib.create_state(
+            dit_lib.init_params(model, text, (1, *latent_shape[1:]), r), optimizer
+        ),
+        mesh, sharding.DIT_RULES, jax.random.key(0),
+    )  # fmt: skip
+    stats = (jnp.zeros(16), jnp.ones(16))
+    step = train_lib.jit_train_step(
+        dit_lib.make_train_step(
+            dit_lib.make_loss_fn(model, text, config.diffusion, stats), optimizer, 0.999
+        ),
+        shardings, dit_lib.batch_shardings(mesh, text), mesh, sharding.DIT_RULES,
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    batch = {
+        "latent": rng.normal(size=latent_shape).astype(np.float32),
+        "cond_frames": np.zeros(latent_shape[:2], bool),
+        "text_ids": rng.integers(1, 100, size=(8, 8)).astype(np.int32),
+        "text_mask": np.ones((8, 8), bool),
+    }
+    losses = []
+    for _ in range(2):
+        state, metrics = step(state, sharding.host_to_global(batch, mesh), jax.random.key(1))
+        losses.append(float(metrics["loss"]))
+    return losses, jax.device_get(state.params)
+
+
+@pytest.fixture(scope="module")
+def one_device_steps():
+    return _two_sgd_steps((1, 1, 1, 1), "none")
+
+
+@pytest.mark.parametrize(
+    "degrees, mode",
+    [
+        ((8, 1, 1, 1), "none"),
+        ((1, 2, 2, 1), "none"),
+        ((2, 2, 1, 1), "none"),
+        ((1, 2, 1, 4), "ulysses"),
+        ((2, 1, 1, 4), "ulysses"),
+        pytest.param(
+            (2, 2, 2, 1), "none",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="found 2026-12-02: with data, fsdp and tensor all > 1 the output layer's "
+                "gradient differs from one device's by 0.6-2% (issue #6, not yet explained)",
+            ),
+        ),
+    ],
+)  # fmt: skip
+def test_dit_train_steps_are_the_same_on_every_mesh(one_device_steps, degrees, mode):
+    want_losses, want_params = one_device_steps
+    losses, params = _two_sgd_steps(degrees, mode)
+    np.testing.assert_allclose(losses, want_losses, rtol=1e-5)
+    for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(want_params), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)

@@ -43,7 +43,11 @@ def ulysses_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, *, mask=None):
     if isinstance(sequence, tuple):
         raise ValueError(f"Ulysses attention shards tokens over one mesh axis, got {sequence}")
     size = mesh.shape[sequence]
-    _, n, heads, _ = q_BxNxHxK.shape
+    b, n, heads, _ = q_BxNxHxK.shape
+    if b % _mesh_axis_size(mesh, spec[0]):
+        # A batch the mesh cannot split (parameter init traces batch 1): GSPMD attention gives
+        # the same result, only without the all-to-all schedule.
+        return jax.nn.dot_product_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, mask=mask)
     local_heads = heads // _mesh_axis_size(mesh, spec[2])
     if n % size or local_heads % size:
         raise ValueError(
