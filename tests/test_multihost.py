@@ -52,6 +52,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_train_and_one_resumes_on_another_mesh(tmp_path):
     config = tmp_path / "config.py"
     config.write_text(_CONFIG.format(repo=os.getcwd()))
