@@ -20,7 +20,9 @@ COMMANDS: dict[str, str | int] = {
     "train": "sora_jax.train",
     "generate": "sora_jax.generate",
     "eval": "sora_jax.evaluate",
-    "plan": 6,
+    "plan": "sora_jax.plan",
+    "verify": 7,
+    "caption": 8,
 }
 
 

@@ -27,10 +27,11 @@ _AUTO = flags.DEFINE_bool(
     "auto_distributed", False, "Let JAX detect the cluster (Cloud TPU pods, SLURM)."
 )
 
-_ENV = {
-    "coordinator_address": "JAX_COORDINATOR_ADDRESS",
-    "num_processes": "JAX_NUM_PROCESSES",
-    "process_id": "JAX_PROCESS_ID",
+# setting -> (its flag, its environment variable)
+_SOURCES = {
+    "coordinator_address": (_COORDINATOR, "JAX_COORDINATOR_ADDRESS"),
+    "num_processes": (_NUM_PROCESSES, "JAX_NUM_PROCESSES"),
+    "process_id": (_PROCESS_ID, "JAX_PROCESS_ID"),
 }
 
 
@@ -38,11 +39,8 @@ def settings() -> dict | None:
     """{coordinator_address, num_processes, process_id} from flags, else the environment;
     None for a single-process run. ValueError when only some are given."""
     given = {
-        "coordinator_address": _COORDINATOR.value or os.environ.get(_ENV["coordinator_address"]),
-        "num_processes": _NUM_PROCESSES.value or os.environ.get(_ENV["num_processes"]),
-        "process_id": _PROCESS_ID.value
-        if _PROCESS_ID.value is not None
-        else os.environ.get(_ENV["process_id"]),
+        key: flag.value if flag.value is not None else os.environ.get(env)
+        for key, (flag, env) in _SOURCES.items()
     }
     if all(v is None for v in given.values()):
         return None

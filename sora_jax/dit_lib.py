@@ -336,6 +336,54 @@ def sample_latents(
     return denormalize(patching.unpatchify(tokens[:, :n], grid, model.patch_size), stats)
 
 
+TEXT_BUCKET = 128  # packed rows' text lengths are multiples of this (few shapes to compile)
+
+
+def packed_text_fields(text: encoders.TextEncoder, embed, captions, max_clips: int) -> dict:
+    """Text fields of packed rows: "text" (states) or "text_ids", "text_mask" and
+    "text_segments" (the clip 1..S each text position belongs to, 0 = padding).
+
+    `captions` [B][S_b] holds each row's clips' captions; `embed(prompts)` returns (states or
+    ids [n, L, ...], mask [n, L]). A frozen encoder's per-caption states are laid end to end,
+    the row length the batch's longest rounded up to `TEXT_BUCKET` (and agreed over processes),
+    so cross-attention reads about the captions' real tokens, not `max_clips` x L positions. A
+    trained encoder needs each caption on its own: `max_clips` blocks of L ids a row, an unused
+    slot repeating the row's first caption (no video token attends to it).
+    """
+    if not text.frozen:
+        padded = [row + row[:1] * (max_clips - len(row)) for row in captions]
+        ids, mask = embed([c for row in padded for c in row])
+        b, length = len(captions), mask.shape[1]
+        blocks = np.repeat(np.arange(1, max_clips + 1, dtype=np.int32), length)
+        return {
+            "text_ids": ids.reshape(b, max_clips * length),
+            "text_mask": mask.reshape(b, max_clips * length),
+            "text_segments": np.broadcast_to(blocks, (b, max_clips * length)),
+        }
+    states, mask = embed([c for row in captions for c in row])
+    lengths = mask.sum(axis=1)
+    ends = np.cumsum([len(row) for row in captions])
+    totals = [
+        int(lengths[end - len(row) : end].sum()) for row, end in zip(captions, ends, strict=True)
+    ]
+    length = -(-sharding.agree_max(max(totals)) // TEXT_BUCKET) * TEXT_BUCKET
+    out = {
+        "text": np.zeros((len(captions), length, states.shape[-1]), np.float32),
+        "text_mask": np.zeros((len(captions), length), bool),
+        "text_segments": np.zeros((len(captions), length), np.int32),
+    }
+    k = 0
+    for r, row in enumerate(captions):
+        at = 0
+        for s in range(len(row)):
+            n = int(lengths[k])
+            out["text"][r, at : at + n] = states[k][mask[k]]
+            out["text_mask"][r, at : at + n] = True
+            out["text_segments"][r, at : at + n] = s + 1
+            at, k = at + n, k + 1
+    return out
+
+
 # ------------------------------------------------------------------------------------------------
 # A trained run, ready to sample.
 # ------------------------------------------------------------------------------------------------
@@ -369,20 +417,9 @@ class Pipeline:
         text_in, mask = self.embed(captions)
         return {"text" if self.text.frozen else "text_ids": text_in, "text_mask": mask}
 
-    def packed_text_batch(self, captions) -> dict:
-        """Text fields of packed rows (`captions`: [B][S]): S caption blocks a row, as one
-        sequence of S * L text positions with their block ids (`text_segments`)."""
-        b, s = len(captions), len(captions[0])
-        text_in, mask = self.embed([c for row in captions for c in row])
-        length = mask.shape[1]
-        blocks = np.repeat(np.arange(1, s + 1, dtype=np.int32), length)
-        return {
-            "text" if self.text.frozen else "text_ids": text_in.reshape(
-                b, s * length, *text_in.shape[2:]
-            ),
-            "text_mask": mask.reshape(b, s * length),
-            "text_segments": np.broadcast_to(blocks, (b, s * length)),
-        }
+    def packed_text_batch(self, captions, max_clips: int) -> dict:
+        """`packed_text_fields` with this pipeline's encoder."""
+        return packed_text_fields(self.text, self.embed, captions, max_clips)
 
     def latent_shape(self, batch: int, frames: int, height: int, width: int):
         shape = self.vae.check_video_shape((batch, frames, height, width, 3))
@@ -494,10 +531,12 @@ def read_vae_ref(workdir) -> dict | None:
 
 def abstract_state(model, text, optimizer, latent_shape, mesh):
     """(abstract DiTState with shardings, shardings) for restoring or lowering."""
+    # An abstract key: a concrete one would be placed on the mesh's devices, which may be a
+    # topology description with nothing to run on (`sora-jax plan`).
+    rng = jax.eval_shape(jax.random.key, 0)
     with sharding.mesh_context(mesh, sharding.DIT_RULES):
         boxed = jax.eval_shape(
-            lambda r: create_state(init_params(model, text, latent_shape, r), optimizer),
-            jax.random.key(0),
+            lambda r: create_state(init_params(model, text, latent_shape, r), optimizer), rng
         )
         shardings = sharding.logical_shardings(boxed, mesh, sharding.DIT_RULES)
     return checkpoints.abstract_like(nn.unbox(boxed), shardings), shardings
@@ -529,15 +568,14 @@ def batch_shardings(mesh, text: encoders.TextEncoder, *, tails: bool = False) ->
     return shardings
 
 
-def lower_train_step(config, mesh, latent_shape: tuple[int, ...], text=None):
+def lower_train_step(config, mesh, latent_shape: tuple[int, ...], text=None, depth=None):
     """The sharded train step lowered with abstract inputs (nothing allocated or computed).
 
     For checking that a config builds and for planning big presets on small machines.
-    `latent_shape` is the global batch of latents [B, t, h, w, c].
+    `latent_shape` is the global batch of latents [B, t, h, w, c]. `depth` replaces the preset's
+    layer count with that many unscanned layers (how `sora-jax plan` counts a layer's FLOPs).
     """
-    model = make_model(config.model)
-    text = text or encoders.make_text_encoder(config.model.text)
-    optimizer = train_lib.make_optimizer(config.optimizer, config.total_steps)
+    model, text, optimizer = abstract_parts(config, text, depth)
     state, state_shardings = abstract_state(model, text, optimizer, (1, *latent_shape[1:]), mesh)
     channels = latent_shape[-1]
     stats = (jnp.zeros(channels), jnp.ones(channels))
@@ -559,7 +597,73 @@ def lower_train_step(config, mesh, latent_shape: tuple[int, ...], text=None):
         batch["text"] = jax.ShapeDtypeStruct((b, length, text.width), jnp.float32)
     else:
         batch["text_ids"] = jax.ShapeDtypeStruct((b, length), jnp.int32)
-    return step.lower(state, batch, jax.random.key(0))
+    return step.lower(state, batch, jax.eval_shape(jax.random.key, 0))
+
+
+def lower_sample_step(config, mesh, latent_shape: tuple[int, ...], text=None, depth=None):
+    """One sampler step lowered abstractly: the guided pair of DiT evaluations (one call over a
+    doubled batch, as `sample_latents` runs it) and an Euler update, on sharded EMA params.
+
+    Text states are taken as given (a frozen encoder's output, or a trainable encoder's, which
+    runs once per video, not per step). Arguments as in `lower_train_step`.
+    """
+    model, text, optimizer = abstract_parts(config, text, depth)
+    state, state_shardings = abstract_state(model, text, optimizer, (1, *latent_shape[1:]), mesh)
+    grid = patching.grid_shape(latent_shape, model.patch_size)
+    b, n, length = latent_shape[0], int(np.prod(grid)), text.tokenizer.max_length
+    patch = int(np.prod(model.patch_size)) * latent_shape[-1]
+
+    def sample_step(params, x_BxNxP, t_B, dt, text_BxLxE, mask_BxL):
+        coords = patching.grid_coords(grid, 2 * b)
+        drop = jnp.arange(2 * b) >= b
+
+        def pair_fn(x, t):
+            return model.apply(
+                {"params": params["dit"]},
+                x,
+                t,
+                coords,
+                jnp.concatenate([text_BxLxE, text_BxLxE]),
+                jnp.concatenate([mask_BxL, mask_BxL]),
+                drop_text_B=drop,
+                grid=grid,
+            )
+
+        t_BxN = jnp.broadcast_to(t_B[:, None], (b, n))
+        velocity = samplers.cfg_velocity_batched(pair_fn, 4.0)(x_BxNxP, t_BxN)
+        return x_BxNxP - dt * velocity
+
+    batched = sharding.batch_sharding
+    jitted = jax.jit(
+        sample_step,
+        in_shardings=(
+            state_shardings.ema,
+            batched(mesh, 3),
+            batched(mesh, 1),
+            sharding.replicated(mesh),
+            batched(mesh, 3),
+            batched(mesh, 2),
+        ),
+        out_shardings=batched(mesh, 3),
+    )
+    args = (
+        state.ema,
+        jax.ShapeDtypeStruct((b, n, patch), jnp.float32),
+        jax.ShapeDtypeStruct((b,), jnp.float32),
+        jax.ShapeDtypeStruct((), jnp.float32),
+        jax.ShapeDtypeStruct((b, length, text.width), jnp.float32),
+        jax.ShapeDtypeStruct((b, length), bool),
+    )
+    return sharding.MeshJitted(jitted, mesh, sharding.DIT_RULES).lower(*args)
+
+
+def abstract_parts(config, text, depth):
+    """(model, text encoder, optimizer) for lowering; see `lower_train_step`."""
+    model = make_model(config.model)
+    if depth is not None:
+        model = model.clone(depth=depth, scan_layers=False)
+    text = text or encoders.make_text_encoder(config.model.text)
+    return model, text, train_lib.make_optimizer(config.optimizer, config.total_steps)
 
 
 def load_pipeline(workdir, step: int | None = None) -> Pipeline:

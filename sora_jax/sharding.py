@@ -66,7 +66,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
+from jax.experimental import mesh_utils, multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor", "sequence")
@@ -157,12 +157,14 @@ def make_mesh(degrees: Mapping[str, int] | Any, devices: Sequence[Any] | None = 
             f"mesh degrees {_named(shape)} multiply to {math.prod(shape)}, "
             f"but there are {len(devices)} devices"
         )
-    return jax.make_mesh(
-        tuple(shape),
-        MESH_AXES,
-        axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES),
-        devices=devices,
-    )
+    auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+    try:
+        return jax.make_mesh(tuple(shape), MESH_AXES, axis_types=auto, devices=devices)
+    except NotImplementedError:
+        # No layout of this shape keeps every physical torus axis whole (e.g. 8 x 8 on a 4x4x4
+        # v5p slice): let mesh axes span parts of physical axes.
+        grid = mesh_utils.create_device_mesh(tuple(shape), devices, allow_split_physical_axes=True)
+        return jax.sharding.Mesh(grid, MESH_AXES, axis_types=auto)
 
 
 def _named(shape: Sequence[int]) -> dict[str, int]:
@@ -221,6 +223,19 @@ def host_copy(tree: Any) -> Any:
     if jax.process_count() == 1:
         return jax.device_get(tree)
     return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def barrier(name: str) -> None:
+    """Waits until every process reaches the barrier `name` (a no-op for one process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
+def agree_max(value: int) -> int:
+    """The largest of `value` over all processes (each process must call it, in step)."""
+    if jax.process_count() == 1:
+        return int(value)
+    return int(np.max(multihost_utils.process_allgather(np.int32(value))))
 
 
 def host_to_global(batch: Any, mesh: jax.sharding.Mesh) -> Any:

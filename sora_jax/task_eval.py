@@ -3,13 +3,15 @@
 Each task is given frames of held-out clips (`heldout` split: colour/shape pairs never trained
 on) and their captions, and is scored on what it generates:
 
-- `i2v`: PSNR of generated frame 0 against the given image; probe adherence of the video.
+- `i2v`: PSNR of generated frame 0 against the given image; probe adherence of the frames
+  after it.
 - `extend_forward`, `extend_backward`, `interpolate`, `loop`: **continuity** and **identity**.
   Continuity: at every seam (given -> generated, or a loop's last -> first frame) the mean
   absolute frame difference, divided by the median frame difference inside the generated frames
   (floored at `_MOTION_FLOOR`, so a still object does not make any seam look infinite); a seam
   passes at <= 1.5. Identity: the probe reads the generated frames' colour, shape and size
-  against the caption (the given frames are the clip itself, which the probe reads exactly).
+  against the caption (the given frames are the clip itself, which the probe reads exactly), and
+  every task's adherence is read from its generated frames alone.
   Interpolation also reports the PSNR of its last frame against the given end frame.
 - `v2v`: the caption with the object's colour swapped for the next palette colour; the probe
   reads the edited video against the new caption (every prompted attribute).
@@ -87,8 +89,8 @@ def multi_shot_clips(data, num: int):
     )
 
 
-def _identity_counts(video, caption) -> np.ndarray:
-    counts = probe.probe(video, caption)["counts"]
+def _identity_counts(counts: dict) -> np.ndarray:
+    """(correct, prompted) over the identity attributes of a probe reading's counts."""
     return sum((np.asarray(counts[a]) for a in IDENTITY if a in counts), np.zeros(2, np.int64))
 
 
@@ -115,7 +117,7 @@ def run_task(pipe, task: str, videos, captions, *, sample, strength: float = 0.7
             pipe, captions, videos[:, 0], frames=frames, sample=sample
         )
         return out, [
-            {"frame0_psnr": min(psnr(v[:1], o[:1]), 100.0), **_probe_row(o, c)}
+            {"frame0_psnr": min(psnr(v[:1], o[:1]), 100.0), **_probe_row(o[1:], c)}
             for v, o, c in zip(videos, out, captions, strict=True)
         ]
     if task == "v2v":
@@ -165,10 +167,11 @@ def run_task(pipe, task: str, videos, captions, *, sample, strength: float = 0.7
     rows = []
     for i, (o, c) in enumerate(zip(out, captions, strict=True)):
         ratios = [seam_ratio(*seam) for seam in seams[i]]
+        reading = _probe_row(generated[i], c)
         row = {
             "seam_ratios": [round(r, 3) for r in ratios],
-            "identity_counts": _identity_counts(generated[i], c).tolist(),
-            **_probe_row(o, c),
+            "identity_counts": _identity_counts(reading["counts"]).tolist(),
+            **reading,
         }
         if task == "interpolate":
             row["end_psnr"] = min(psnr(videos[i, -1:], o[-1:]), 100.0)

@@ -56,20 +56,35 @@ def prepare_latents(config, workdir: pathlib.Path, tail_lengths: tuple[int, ...]
         vae_step = checkpoints.latest_step(vae_workdir)
     cache_dir = pathlib.Path(config.latent_cache_dir or workdir / "latent_cache")
     description = json.loads(config.data.to_json())
+
+    def ready(meta):
+        return latent_cache.matches(meta, vae_workdir, vae_step, description, tail_lengths)
+
+    # Process 0 encodes; a multi-host run keeps its workdir (and so the cache) on storage every
+    # host shares, as Orbax's checkpoints need, and the others read it after the barrier.
+    if jax.process_index() == 0:
+        meta = latent_cache.read_meta(cache_dir)
+        if not ready(meta):
+            logging.info("encoding %d clips with VAE step %d", config.data.num_clips, vae_step)
+            meta = latent_cache.build(
+                cache_dir,
+                sources.make_source(config.data),
+                vae_workdir,
+                vae_step,
+                description=description,
+                batch_size=config.latent_cache_batch,
+                tail_lengths=tail_lengths,
+            )
+        if ref is None:
+            dit_lib.write_vae_ref(workdir, vae_workdir, vae_step, meta)
+    sharding.barrier("latent_cache")
     meta = latent_cache.read_meta(cache_dir)
-    if not latent_cache.matches(meta, vae_workdir, vae_step, description, tail_lengths):
-        logging.info("encoding %d clips with VAE step %d", config.data.num_clips, vae_step)
-        meta = latent_cache.build(
-            cache_dir,
-            sources.make_source(config.data),
-            vae_workdir,
-            vae_step,
-            description=description,
-            batch_size=config.latent_cache_batch,
-            tail_lengths=tail_lengths,
+    if not ready(meta):
+        raise RuntimeError(
+            f"process {jax.process_index()} does not see the latent cache process 0 built in "
+            f"{cache_dir}: a multi-host run needs its workdir (or config.latent_cache_dir) on "
+            "storage every host shares"
         )
-    if ref is None:
-        dit_lib.write_vae_ref(workdir, vae_workdir, vae_step, meta)
     return {**meta, "dir": str(cache_dir)}
 
 
@@ -223,7 +238,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             context=config.tasks.context,
         )
         captions = batch.pop("captions")
-        return {**batch, **pipe.packed_text_batch(captions)}
+        return {**batch, **pipe.packed_text_batch(captions, pack.max_clips)}
 
     def batches():
         make_batch = packed_batch if pack.enabled else bucketed_batch

@@ -109,3 +109,61 @@ def test_incomplete_multihost_flags_are_refused(tmp_path, flags, message):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and message in err, err[-2000:]
     assert not (tmp_path / "w").exists()
+
+
+_DIT_CONFIG = """
+from sora_jax import config_lib
+
+def get_config():
+    config = config_lib.load_config(
+        "{repo}/configs/dit_tiny.py:variant=micro/1x2x2,batch=8,steps=2,clips=40,vae={vae}"
+    )
+    config.data.sizes = ((9, 32, 32), (1, 32, 32), (5, 32, 48))
+    config.packing.enabled = True
+    config.packing.seq_len = 48
+    config.packing.max_clips = 4
+    config.log_every = 1
+    config.checkpoint_every = 2
+    config.sample_every = 100
+    return config
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_dit_on_packed_rows(tmp_path):
+    """Process 0 builds the latent cache, the other waits for it; packed rows agree on one
+    caption length over processes; every step is logged once."""
+    vae = tmp_path / "vae"
+    vae_config = tmp_path / "vae_config.py"
+    vae_config.write_text(_CONFIG.format(repo=os.getcwd()).replace("steps=4", "steps=1"))
+    _finish(_train_vae(vae_config, vae, devices=1))
+    config = tmp_path / "config.py"
+    config.write_text(_DIT_CONFIG.format(repo=os.getcwd(), vae=vae))
+    address = f"localhost:{_free_port()}"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sora_jax.train",
+                f"--config={config}",
+                f"--workdir={tmp_path / 'dit'}",
+                f"--coordinator_address={address}",
+                "--num_processes=2",
+                f"--process_id={i}",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for proc in procs:
+        _finish(proc)
+    logged = [m for m in read_metrics(tmp_path / "dit") if "loss" in m]
+    assert [m["step"] for m in logged] == [1, 2]
+    assert all(np.isfinite(m["loss"]) for m in logged)
+    assert (tmp_path / "dit" / "latent_cache" / "meta.json").exists()
+    assert (tmp_path / "dit" / "checkpoints" / "2").is_dir()

@@ -9,6 +9,7 @@ from flax import linen as nn
 
 from sora_jax import config_lib, dit_lib
 from sora_jax.data import packing
+from sora_jax.models import dit
 from sora_jax.text import encoders
 
 PATCH = (1, 2, 2)
@@ -73,20 +74,82 @@ def test_packed_loss_ignores_padding_and_has_finite_gradients():
         lambda p: p + 0.05 * jax.random.normal(jax.random.key(p.size), p.shape), params
     )
     stats = (np.zeros(8, np.float32), np.ones(8, np.float32))
-    loss_fn = dit_lib.make_packed_loss_fn(model, text, config.diffusion, stats)
+    loss_fn = jax.jit(dit_lib.make_packed_loss_fn(model, text, config.diffusion, stats))
     rows = [[_clip(3, 4, 4, 0), _clip(1, 4, 8, 1)], [_clip(2, 4, 8, 2)]]
     tasks_ = [["i2v", "t2v"], ["interpolate"]]
     batch = packing.pack_batch(rows, tasks_, patch=PATCH, seq_len=40, max_clips=2, context=2)
     captions = batch.pop("captions")
-    ids = text.tokenizer([c for row in captions for c in row])
-    batch.update(
-        text_ids=ids["ids"].reshape(2, 16),
-        text_mask=ids["mask"].reshape(2, 16),
-        text_segments=np.broadcast_to(np.repeat([1, 2], 8), (2, 16)),
-    )
+
+    def token_ids(prompts):
+        ids = text.tokenizer(prompts)
+        return ids["ids"], ids["mask"]
+
+    batch.update(dit_lib.packed_text_fields(text, token_ids, captions, max_clips=2))
+    assert batch["text_ids"].shape == (2, 16)  # two blocks of 8 a row; row 2's second unused
     loss, metrics = loss_fn(params, batch, jax.random.key(1))
     noisy = dict(batch, tokens=np.where((batch["segments"] == 0)[..., None], 50.0, batch["tokens"]))
     assert float(loss_fn(params, noisy, jax.random.key(1))[0]) == pytest.approx(float(loss))
     assert float(metrics["fill"]) == pytest.approx((20 + 16) / 80)  # real tokens of 2 x 40
-    grads = jax.grad(lambda p: loss_fn(p, batch, jax.random.key(1))[0])(params)
+    grads = jax.jit(jax.grad(lambda p: loss_fn(p, batch, jax.random.key(1))[0]))(params)
     assert all(jnp.isfinite(g).all() for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("text_mode", ["cross", "joint"])
+def test_frozen_captions_packed_end_to_end_read_as_blocks(text_mode):
+    """A frozen encoder's caption states laid end to end (tight, `TEXT_BUCKET` positions a row)
+    give the DiT the same output as one block of L positions per clip slot."""
+    length, width = 8, 16
+    sizes = {"a red circle": 3, "a blue square": 5, "a green star": 8}
+
+    def embed(prompts):
+        states = np.stack([
+            np.random.default_rng(sizes[p]).normal(size=(length, width)) for p in prompts
+        ]).astype(np.float32)  # fmt: skip
+        return states, np.arange(length)[None] < np.array([[sizes[p]] for p in prompts])
+
+    frozen = encoders.TextEncoder(
+        name="minilm", tokenizer=ml_collections.ConfigDict(dict(max_length=length)),
+        module=None, frozen=True, width=width,
+    )  # fmt: skip
+    captions = [["a red circle", "a blue square"], ["a green star"]]
+    tight = dit_lib.packed_text_fields(frozen, embed, captions, max_clips=2)
+    assert tight["text"].shape == (2, dit_lib.TEXT_BUCKET, width)
+    assert tight["text_segments"][0, :9].tolist() == [1] * 3 + [2] * 5 + [0]
+    assert tight["text_mask"].sum(axis=1).tolist() == [8, 8]
+    padded = [row + row[:1] * (2 - len(row)) for row in captions]
+    states, mask = embed([c for row in padded for c in row])
+    blocks = dict(
+        text=states.reshape(2, 2 * length, width),
+        text_mask=mask.reshape(2, 2 * length),
+        text_segments=np.broadcast_to(np.repeat([1, 2], length), (2, 2 * length)),
+    )
+    rows = [[_clip(3, 4, 4, 0), _clip(1, 4, 8, 1)], [_clip(2, 4, 8, 2)]]
+    batch = packing.pack_batch(
+        rows, [["t2v", "t2v"], ["t2v"]], patch=PATCH, seq_len=40, max_clips=2, context=2
+    )
+    model = dit.dit_from_variant("micro/1x2x2", text_mode=text_mode)
+    t = jnp.full(batch["segments"].shape, 0.5)
+
+    def inputs(text):
+        args = (batch["tokens"], t, batch["coords"], text["text"], text["text_mask"])
+        kwargs = dict(
+            segments_BxN=batch["segments"],
+            text_segments_BxL=text["text_segments"],
+            drop_text_B=jnp.zeros((2, 2), bool),
+        )
+        return args, kwargs
+
+    args, kwargs = inputs(blocks)
+    params = nn.unbox(model.init(jax.random.key(0), *args, **kwargs)["params"])
+    params = jax.tree.map(
+        lambda p: p + 0.05 * jax.random.normal(jax.random.key(p.size), p.shape), params
+    )
+
+    def run(params, text):
+        args, kwargs = inputs(text)
+        return model.apply({"params": params}, *args, **kwargs)
+
+    real = batch["segments"] > 0
+    np.testing.assert_allclose(
+        np.asarray(run(params, tight))[real], np.asarray(run(params, blocks))[real], atol=1e-5
+    )

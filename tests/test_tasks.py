@@ -87,7 +87,7 @@ def _batch(text, tail_latent, tail_valid):
 
 def test_loss_sees_valid_tails_and_ignores_padding(micro):
     config, model, text, params, stats = micro
-    loss_fn = dit_lib.make_loss_fn(model, text, config.diffusion, stats)
+    loss_fn = jax.jit(dit_lib.make_loss_fn(model, text, config.diffusion, stats))
     tails = jax.random.normal(jax.random.key(2), (2, 2, H, W, C))
     valid = jnp.array([[True, False], [True, True]])
     base, _ = loss_fn(params, _batch(text, tails, valid), jax.random.key(3))
@@ -97,7 +97,9 @@ def test_loss_sees_valid_tails_and_ignores_padding(micro):
     other, _ = loss_fn(params, _batch(text, seen, valid), jax.random.key(3))
     assert np.isfinite(base) and float(same) == pytest.approx(float(base), rel=1e-6)
     assert abs(float(other) - float(base)) > 1e-4
-    grads = jax.grad(lambda p: loss_fn(p, _batch(text, tails, valid), jax.random.key(3))[0])(params)
+    grads = jax.jit(
+        jax.grad(lambda p: loss_fn(p, _batch(text, tails, valid), jax.random.key(3))[0])
+    )(params)
     assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
 
 

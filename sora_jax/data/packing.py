@@ -159,15 +159,13 @@ def pack_row(clips, task_names, *, patch, seq_len: int, max_clips: int, context:
 
 
 def pack_batch(rows, task_rows, *, patch, seq_len: int, max_clips: int, context: int) -> dict:
-    """`pack_row` for each row (its clips take the first of its task names), stacked, plus the
-    rows' captions padded to `max_clips` (an unused slot repeats the row's first caption; no
-    token belongs to it, so none attends to it).
+    """`pack_row` for each row (its clips take the first of its task names), stacked, plus
+    "captions": each row's clips' captions (a list per row, for `dit_lib.packed_text_fields`).
     """
     packed = [
         pack_row(r, t[: len(r)], patch=patch, seq_len=seq_len, max_clips=max_clips, context=context)
         for r, t in zip(rows, task_rows, strict=True)
     ]
     batch = {k: np.stack([p[k] for p in packed]) for k in packed[0]}
-    captions = [[c["caption"] for c in row] for row in rows]
-    batch["captions"] = [row + row[:1] * (max_clips - len(row)) for row in captions]
+    batch["captions"] = [[c["caption"] for c in row] for row in rows]
     return batch

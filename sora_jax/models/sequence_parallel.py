@@ -12,6 +12,8 @@ still never name mesh axes. Without a mesh, or with the sequence axis of size 1,
 `jax.nn.dot_product_attention`.
 """
 
+import math
+
 import flax.linen as nn
 import jax
 from jax.sharding import PartitionSpec as P
@@ -22,12 +24,9 @@ _MASK = ("batch", None, None, None)
 
 
 def _mesh_axis_size(mesh, axes) -> int:
+    """Devices along a partition-spec entry: one axis name, a tuple of them, or None."""
     names = axes if isinstance(axes, tuple) else (axes,)
-    size = 1
-    for name in names:
-        if name is not None:
-            size *= mesh.shape[name]
-    return size
+    return math.prod(mesh.shape[name] for name in names if name is not None)
 
 
 def ulysses_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, *, mask=None):
