@@ -21,7 +21,7 @@ COMMANDS: dict[str, str | int] = {
     "generate": "sora_jax.generate",
     "eval": "sora_jax.evaluate",
     "plan": "sora_jax.plan",
-    "verify": 7,
+    "verify": "sora_jax.verify",
     "caption": 8,
 }
 

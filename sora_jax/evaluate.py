@@ -13,7 +13,9 @@ not train on), reported as `<set>_<size>`.
 `--tasks` also runs the conditioned tasks on held-out clips (`task_eval.py`: i2v frame-0 PSNR,
 seam continuity and identity for extension / interpolation / loops, v2v colour edits, cuts of
 multi-shot prompts) into
-report["tasks"] and a grid GIF per task. FVD and the HTML gallery are issue #7.
+report["tasks"] and a grid GIF per task. Every prompt goes through the safety policy first
+(`--allow_unsafe_prompts` turns it off; report["settings"] records which). FVD and the HTML
+gallery are issue #7.
 """
 
 import functools
@@ -23,9 +25,19 @@ import time
 
 from absl import flags
 
-from sora_jax import atomic, checkpoints, cli, dit_lib, probe_eval, prompt_files, task_eval
+from sora_jax import (
+    atomic,
+    checkpoints,
+    cli,
+    dit_lib,
+    probe_eval,
+    prompt_files,
+    provenance,
+    task_eval,
+)
 from sora_jax.diffusion import samplers
-from sora_jax.video_io import tile_videos, write_video
+from sora_jax.safety import policy as prompt_policy
+from sora_jax.video_io import tile_videos
 
 SPLITS = ("train", "heldout")
 
@@ -133,6 +145,7 @@ def main(argv):
         raise cli.UserError(f"--num_task_clips must be at least 1, got {_NUM_TASK_CLIPS.value}")
     sizes = video_sizes(pipe)
     with cli.user_errors(ValueError):
+        safety = prompt_policy.enforce([p for prompts in sets.values() for p in prompts])
         for prompts in sets.values():
             pipe.embed(prompts)  # tokenizes: an empty prompt fails here, before any sampling
             probe_eval.check_parsable(prompts)
@@ -160,6 +173,7 @@ def main(argv):
             "cfg": _CFG.value,
             "sampler": _SAMPLER.value,
             "seed": _SEED.value,
+            **safety,
         },
         "t2v": {},
         "tasks": {},
@@ -205,7 +219,15 @@ def main(argv):
         for name, (videos, prompts) in grids.items():
             grid = tile_videos(videos, columns=min(4, len(videos)))
             stem = name if name.startswith("task_") else f"t2v_{name}"
-            write_video(out_dir / f"{stem}.gif", grid, fps=pipe.config.data.fps)
+            generation = {
+                "prompt_sha256": [provenance.prompt_hash(p) for p in prompts],
+                "task": "eval grid",
+                "checkpoint_step": pipe.step,
+                **safety,
+            }
+            provenance.write_video(
+                out_dir / f"{stem}.gif", grid, fps=pipe.config.data.fps, generation=generation
+            )
             atomic.write_json(out_dir / f"{stem}.json", prompts)
     atomic.write_json(out_dir / "report.json", report)
     print(f"report in {out_dir / 'report.json'}")

@@ -11,7 +11,10 @@
 extension. Lines of a prompts file may carry their own task fields ("task", "image", "video",
 "end_image", "end_video", "direction", "strength", "frames"). Each video is written with a
 sidecar JSON (O.json: prompt, seed, task and its inputs, sampler settings, the run's config and
-checkpoint, timings). Every input is read and checked before anything is sampled, and files are
+checkpoint, safety policy, timings), and the video itself carries signed C2PA credentials
+(`provenance.py`; `sora-jax verify` reads them). Prompts go through the safety policy
+(`safety/policy.py`) first; `--allow_unsafe_prompts` turns it off and the sidecar and the
+credentials say so. Every input is read and checked before anything is sampled, and files are
 written atomically, so bad input never leaves partial output.
 """
 
@@ -21,22 +24,17 @@ import time
 import numpy as np
 from absl import flags
 
-from sora_jax import atomic, checkpoints, cli, dit_lib, prompt_files, task_generation
+from sora_jax import atomic, checkpoints, cli, dit_lib, prompt_files, provenance, task_generation
 from sora_jax.diffusion import samplers
-from sora_jax.video_io import (
-    WRITABLE_SUFFIXES,
-    VideoDecodeError,
-    read_image,
-    read_video,
-    write_video,
-)
+from sora_jax.safety import policy as prompt_policy
+from sora_jax.video_io import VideoDecodeError, read_image, read_video
 
 TASKS = ("t2v", "i2v", "extend", "interpolate", "loop", "v2v")
 _INPUTS = ("image", "end_image", "video", "end_video")
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A `sora-jax train` workdir.")
 _PROMPT = flags.DEFINE_string("prompt", None, "The text prompt (one video).")
-_OUT = flags.DEFINE_string("out", None, "Output video (.mp4/.gif/.webm/.mov; .png: 1 frame).")
+_OUT = flags.DEFINE_string("out", None, "Output video (.mp4/.gif/.mov; .png: 1 frame).")
 _PROMPTS = flags.DEFINE_string("prompts", None, 'A jsonl file: {"prompt": ..., "seed": ...}.')
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Output directory for --prompts.")
 _TASK = flags.DEFINE_enum("task", "t2v", TASKS, "Generation task.")
@@ -83,9 +81,10 @@ def read_jobs() -> list[dict]:
         if not _OUT.value:
             raise cli.UserError("--out is required with --prompt")
         out = pathlib.Path(_OUT.value)
-        if out.suffix.lower() not in (*WRITABLE_SUFFIXES, ".png"):
+        if out.suffix.lower() not in provenance.SIGNABLE_SUFFIXES:
             raise cli.UserError(
-                f"--out {out}: the suffix must be one of {(*WRITABLE_SUFFIXES, '.png')}"
+                f"--out {out}: the suffix must be one of {provenance.SIGNABLE_SUFFIXES} (formats "
+                "that carry C2PA credentials)"
             )
         return [{**_flag_job(), "prompt": _PROMPT.value, "seed": _SEED.value, "out": out}]
     if not _PROMPTS.value or not _OUT_DIR.value:
@@ -198,6 +197,8 @@ def main(argv):
     if _STEPS.value < 1:
         raise cli.UserError(f"--steps must be at least 1, got {_STEPS.value}")
     jobs = read_jobs()
+    with cli.user_errors(ValueError):
+        safety = prompt_policy.enforce([job["prompt"] for job in jobs])
     inputs = [load_inputs(job) for job in jobs]
     start = time.perf_counter()
     with cli.user_errors(checkpoints.CheckpointError, FileNotFoundError):
@@ -217,13 +218,20 @@ def main(argv):
         job["out"].parent.mkdir(parents=True, exist_ok=True)
         frames = job["frames"] or run_frames
         start = time.perf_counter()
+        generation = {
+            "prompt_sha256": provenance.prompt_hash(job["prompt"]),
+            "task": job["task"],
+            "checkpoint_step": pipe.step,
+            "seed": job["seed"],
+            **safety,
+        }
         with cli.user_errors(ValueError):
             video = run_job(
                 pipe, job, given, frames=frames, height=height, width=width,
                 sample={**sample, "seed": job["seed"]},
             )  # fmt: skip
             sample_s = time.perf_counter() - start
-            write_video(job["out"], video, fps=fps)
+            provenance.write_video(job["out"], video, fps=fps, generation=generation)
         record = {
             **{k: job[k] for k in ("prompt", "seed", "task")},
             **{k: str(pathlib.Path(job[k]).resolve()) for k in _INPUTS if job[k] is not None},
@@ -239,6 +247,7 @@ def main(argv):
             "checkpoint": str(pathlib.Path(_CHECKPOINT.value).resolve()),
             "step": pipe.step,
             "config": pipe.config.to_dict(),
+            **safety,
             "timings_s": {"load": round(load_s, 3), "generate": round(sample_s, 3)},
         }
         atomic.write_json(job["out"].with_suffix(".json"), record)

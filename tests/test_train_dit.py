@@ -15,7 +15,16 @@ import pytest
 from flax import linen as nn
 from PIL import Image
 
-from sora_jax import checkpoints, config_lib, dit_lib, train, train_lib, train_vae, vae_lib
+from sora_jax import (
+    checkpoints,
+    config_lib,
+    dit_lib,
+    provenance,
+    train,
+    train_lib,
+    train_vae,
+    vae_lib,
+)
 from sora_jax.data import latent_cache, sources
 from sora_jax.metric_writers import read_metrics
 from sora_jax.text import encoders
@@ -114,11 +123,15 @@ def test_generate_writes_video_and_sidecar(runs, tmp_path):
     prompts.write_text('{"prompt": "a small red circle moves left on a black background"}\n')
     proc = _generate(
         f"--checkpoint={straight}", f"--prompts={prompts}", f"--out_dir={tmp_path}/batch",
-        "--steps=2", "--seed=3", "--sampler=heun",
+        "--steps=2", "--seed=3", "--sampler=heun", "--allow_unsafe_prompts",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     record = json.loads((tmp_path / "batch" / "0000.json").read_text())
     assert record["seed"] == 3 and record["sampler"] == "heun" and record["step"] == 4
+    assert record["prompt_policy"] == "disabled (--allow_unsafe_prompts)"
+    credentials = provenance.read(tmp_path / "batch" / "0000.mp4")
+    assert credentials["state"] == "Valid" and credentials["generation"]["checkpoint_step"] == 4
+    assert credentials["generation"]["prompt_policy"] == "disabled (--allow_unsafe_prompts)"
     assert (tmp_path / "batch" / "0000.mp4").stat().st_size > 0
 
     bad = [
@@ -151,6 +164,7 @@ def test_eval_reports_probe_adherence_per_set(runs, tmp_path):
     sets = {f"{s}_{size}" for s in ("train", "heldout") for size in ("9x32x32", "5x32x48")}
     assert set(report["t2v"]) == sets and report["step"] == 4
     assert report["settings"]["sizes"] == [[9, 32, 32], [5, 32, 48]]
+    assert report["settings"]["prompt_policy"] == "enforced"
     for summary in report["t2v"].values():
         assert summary["num_videos"] == 3 and 0.0 <= summary["adherence"] <= 1.0
         assert {"color", "shape", "size", "motion"} <= set(summary["attributes"])

@@ -1,0 +1,1 @@
+"""Prompt safety (`policy.py`) and its default policy (`default_policy.json`)."""
