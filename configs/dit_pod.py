@@ -2,7 +2,7 @@
 
     sora-jax plan --config configs/dit_pod.py --topology v5p-128
     sora-jax plan --config configs/dit_pod.py:variant=14B/1x2x2 --topology v5p-256 \
-        --videos 121x720x1280
+        --clips 121x720x1280
 
 The latent is that of the default 4x8x8, 16-channel VAE; `data.sizes` holds the pixel clip shape
 (121 frames = 5 s at 24 fps). Training it needs a VAE run named in `vae.workdir`, as dit_tiny's.

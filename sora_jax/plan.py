@@ -1,7 +1,7 @@
 """`sora-jax plan`: will this config fit that pod, and how fast would it run? Answered from a CPU.
 
     sora-jax plan --config configs/dit_pod.py:variant=3B/1x2x2 --topology v5p-128 \\
-        [--mesh data=1,fsdp=64] [--batch 64] [--video 121x256x448] [--vae 4x8x8] [--mfu 0.4]
+        [--mesh data=1,fsdp=64] [--batch 64] [--clips 121x256x448] [--vae 4x8x8] [--mfu 0.4]
 
 Compiles the real sharded train step, and one sampler step (a guided pair of DiT evaluations), for
 the topology's devices ahead of time (`topology.py`: the TPU compiler via libtpu, else fake CPU
@@ -12,7 +12,7 @@ time they take at the stated MFU. `cost_analysis` counts a scanned layer once, s
 are measured on the same step unrolled at depths 1 and 2 and multiplied out.
 
 Comma-separated `--config.model.variant`-like sweeps: `--variants 1B/1x2x2,3B/1x2x2` and
-`--videos 121x256x448,121x720x1280` plan every combination; `--markdown F` writes the table
+`--clips 121x256x448,121x720x1280` plan every combination; `--markdown F` writes the table
 (docs/scaling.md is made this way) and `--json F` every figure.
 """
 
@@ -36,8 +36,8 @@ _MESH = flags.DEFINE_string(
 )
 _BATCH = flags.DEFINE_integer("batch", 0, "Global batch of clips (default: the config's).")
 _VARIANTS = flags.DEFINE_list("variants", [], "DiT variants to plan (default: the config's).")
-_VIDEOS = flags.DEFINE_list(
-    "videos", [], "Clip shapes FRAMESxHEIGHTxWIDTH in pixels (default: the config's first size)."
+_CLIPS = flags.DEFINE_list(
+    "clips", [], "Clip shapes FRAMESxHEIGHTxWIDTH in pixels (default: the config's first size)."
 )
 _VAE = flags.DEFINE_string("vae", "4x8x8", "The VAE's compression, temporal x height x width.")
 _LATENT_CHANNELS = flags.DEFINE_integer("latent_channels", 16, "The VAE's latent channels.")
@@ -294,7 +294,7 @@ def main(argv):
     if target.note:
         print(f"note: {target.note}")
     variants = _VARIANTS.value or [config.model.variant]
-    videos = _VIDEOS.value or ["x".join(map(str, config.data.sizes[0]))]
+    videos = _CLIPS.value or ["x".join(map(str, config.data.sizes[0]))]
     with cli.user_errors(ValueError):
         settings = Settings(
             mesh=parse_mesh(_MESH.value),

@@ -8,6 +8,7 @@ saves every `checkpoint_every` steps and at the end, and turns SIGTERM (preempti
 
 import pathlib
 import signal
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -50,10 +51,23 @@ def run(
         disable=jax.process_index() != 0,
     )
 
+    # Seconds a step over each logging window, periodic work and checkpoint saves left out.
+    window = {"start": time.perf_counter(), "steps": 0, "excluded": 0.0}
+
     def flush(pending):
         metrics = {k: float(v) for k, v in jax.device_get(pending[1]).items()}
+        now = time.perf_counter()
+        elapsed = now - window["start"] - window["excluded"]
+        metrics["sec_per_step"] = elapsed / max(window["steps"], 1)
+        window.update(start=now, steps=0, excluded=0.0)
         writer.write_scalars(pending[0], metrics)
         return metrics
+
+    def excluded(fn, *args):
+        start = time.perf_counter()
+        out = fn(*args)
+        window["excluded"] += time.perf_counter() - start
+        return out
 
     try:
         for step in range(start_step, total_steps):
@@ -63,14 +77,15 @@ def run(
                 progress.set_postfix({k: f"{last[k]:.4g}" for k in postfix if k in last})
                 pending = None
             done = step + 1
+            window["steps"] += 1
             if done % log_every == 0:
                 pending = (done, metrics)
             progress.update(1)
             for every, fn in periodic:
                 if done % every == 0 or done == total_steps:
-                    writer.write_scalars(done, fn(state, done))
+                    writer.write_scalars(done, excluded(fn, state, done))
             if done % checkpoint_every == 0 or done == total_steps or stop["requested"]:
-                save(done, state)
+                excluded(save, done, state)
             if stop["requested"]:
                 logging.warning("SIGTERM: saved step %d, exiting", done)
                 break

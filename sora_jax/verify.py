@@ -1,6 +1,6 @@
 """`sora-jax verify FILE...`: a file's C2PA content credentials and whether they hold.
 
-    sora-jax verify out.mp4 [more files] [--json]
+    sora-jax verify out.mp4 [more files] [--as_json]
 
 Prints, per file, the validation state ("Trusted"; "Valid": signature and content hashes hold
 but the signer is on no trust list, as with sora_jax's development chain; "Invalid": the file
@@ -17,7 +17,7 @@ from absl import flags
 
 from sora_jax import cli, provenance
 
-_JSON = flags.DEFINE_boolean("json", False, "Print each file's record as one JSON line.")
+_JSON = flags.DEFINE_boolean("as_json", False, "Print each file's record as one JSON line.")
 
 
 def describe(path, record: dict) -> str:

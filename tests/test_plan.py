@@ -76,7 +76,7 @@ def test_plan_command(tmp_path):
     out = subprocess.run(
         [sys.executable, "-c", "from sora_jax.cli import main; main()", "plan",
          "--config", "configs/dit_tiny.py:variant=micro/1x2x2,batch=8,text=small",
-         "--topology", "cpu:8", "--mesh", "data=2,fsdp=4", "--videos", "17x64x64,9x32x64",
+         "--topology", "cpu:8", "--mesh", "data=2,fsdp=4", "--clips", "17x64x64,9x32x64",
          "--vae", "4x4x4", "--json", str(tmp_path / "plan.json"),
          "--markdown", str(tmp_path / "plan.md")],
         capture_output=True, text=True, timeout=300,

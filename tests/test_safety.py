@@ -53,6 +53,7 @@ def test_benign_near_misses_and_shapes_world_captions_pass(default):
         "a cocktail glass on a table", "Scunthorpe town centre at night", "a pen is on the table",
         "a trump card on a table", "a marvel of engineering", "a knife cutting bread",
         "a historical documentary about world war two", "a cartoon mouse eating cheese",
+        "x", "a kil of ale", "an x on the map",
     ]  # fmt: skip
     captions = []
     for i in range(40):

@@ -95,16 +95,18 @@ def _join_spelled_out(words: list[str]) -> list[str]:
     return out
 
 
-def _squeeze(word: str) -> str:
-    """Repeated letters collapsed ("nuuude" -> "nude", "kill" -> "kil"), for terms and words."""
-    return re.sub(r"(.)\1+", r"\1", word)
+def _squeeze(word: str) -> tuple[str, int]:
+    """(repeated letters collapsed, length): "nuuude" -> ("nude", 6), "kill" -> ("kil", 4). A
+    word matches a term word with the same collapsed form and at least its length, since
+    stretching only adds letters ("xxx" is not matched by "x")."""
+    return re.sub(r"(.)\1+", r"\1", word), len(word)
 
 
 @dataclasses.dataclass(frozen=True)
 class Policy:
     """Term lists and category descriptions per category, and the similarity threshold."""
 
-    terms: dict  # category -> tuple of (term, its normalised and squeezed words)
+    terms: dict  # category -> tuple of (term, its normalised words as `_squeeze` pairs)
     descriptions: dict  # category -> tuple of descriptions
     threshold: float
     sha256: str  # of the policy file, recorded in sidecars
@@ -129,8 +131,8 @@ class Policy:
         for name, entry in categories.items():
             keys = []
             for term in entry.get("terms", ()):
-                words = tuple(_squeeze(w) for w in normalize(term))
-                keys.append((term, words))
+                words = normalize(term)
+                keys.append((term, tuple(_squeeze(w) for w in words)))
                 if len(words) > 1:  # also written as one word: "#taylorswift", "h e i l h i t ..."
                     keys.append((term, (_squeeze("".join(words)),)))
             terms[name] = tuple(keys)
@@ -141,10 +143,14 @@ class Policy:
 
     def match_terms(self, prompt: str) -> Refusal | None:
         words = [_squeeze(w) for w in normalize(prompt)]
+
+        def matches(at, key):
+            pairs = zip(words[at : at + len(key)], key, strict=True)
+            return all(w == k and n >= m for (w, n), (k, m) in pairs)
+
         for category, terms in self.terms.items():
             for term, key in terms:
-                n = len(key)
-                if any(tuple(words[i : i + n]) == key for i in range(len(words) - n + 1)):
+                if any(matches(i, key) for i in range(len(words) - len(key) + 1)):
                     return Refusal(category, f"matched the term {term!r}")
         return None
 
