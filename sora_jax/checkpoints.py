@@ -32,6 +32,14 @@ def make_manager(
     directory = pathlib.Path(workdir).absolute() / "checkpoints"
     if read_only and not directory.is_dir():
         raise CheckpointError(f"no checkpoints under {workdir} (expected {directory})")
+    # A read-only manager reads for this process alone: no barriers with the other processes,
+    # which may not be reading at all (process 0 loads the VAE to build the latent cache).
+    me = jax.process_index()
+    processes = (
+        ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+        if read_only
+        else ocp.options.MultiprocessingOptions()
+    )
     return ocp.CheckpointManager(
         directory,
         options=ocp.CheckpointManagerOptions(
@@ -39,6 +47,7 @@ def make_manager(
             create=not read_only,
             read_only=read_only,
             enable_async_checkpointing=async_save,
+            multiprocessing_options=processes,
         ),
         item_handlers={
             "state": ocp.StandardCheckpointHandler(),

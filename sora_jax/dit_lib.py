@@ -683,7 +683,7 @@ def load_pipeline(workdir, step: int | None = None) -> Pipeline:
     optimizer = train_lib.make_optimizer(config.optimizer, config.total_steps)
     frames, height, width = config.data.sizes[0]
     latent_shape = vae.latent_shape((1, frames, height, width, 3))
-    mesh = sharding.make_mesh({"data": -1}, devices=jax.devices()[:1])
+    mesh = sharding.make_mesh({"data": -1}, devices=jax.local_devices()[:1])
     target, _ = abstract_state(model, text, optimizer, latent_shape, mesh)
     state = checkpoints.restore_state(workdir, target, step)
     stats = (

@@ -162,7 +162,7 @@ def load_state(workdir: str | pathlib.Path, step: int | None = None):
     optimizer = train_lib.make_optimizer(config.optimizer, config.total_steps)
     frames, height, width = config.data.sizes[0]
     dummy = jnp.zeros((1, frames, height, width, 3), jnp.float32)
-    mesh = sharding.make_mesh({"data": -1}, devices=jax.devices()[:1])
+    mesh = sharding.make_mesh({"data": -1}, devices=jax.local_devices()[:1])
     abstract = jax.eval_shape(
         lambda r: train_lib.create_train_state(
             init_params(model, config.loss, r, dummy), optimizer
