@@ -257,6 +257,23 @@ def make_packed_loss_fn(model: dit.DiT, text: encoders.TextEncoder, diffusion, s
 # ------------------------------------------------------------------------------------------------
 # Sampling.
 # ------------------------------------------------------------------------------------------------
+def guided_pair_fn(model: dit.DiT, dit_params, coords_2BxNx3, text_BxLxE, mask_BxL, grid):
+    """`pair_fn(x [2B, N, P], t [2B, N])` for `samplers.cfg_velocity_batched`: the DiT over a
+    doubled batch whose first half sees the text and second half the null text."""
+    b = text_BxLxE.shape[0]
+    pair_text = jnp.concatenate([text_BxLxE, text_BxLxE])
+    pair_mask = jnp.concatenate([mask_BxL, mask_BxL])
+    drop = jnp.arange(2 * b) >= b  # the second half is the unconditional branch
+
+    def pair_fn(x_2BxNxP, t_2BxN):
+        return model.apply(
+            {"params": dit_params}, x_2BxNxP, t_2BxN, coords_2BxNx3, pair_text, pair_mask,
+            drop_text_B=drop, grid=grid,
+        )  # fmt: skip
+
+    return pair_fn
+
+
 @functools.partial(
     jax.jit, static_argnames=("model", "text", "latent_shape", "steps", "method", "shift")
 )
@@ -305,23 +322,14 @@ def sample_latents(
         x_start = x_start.at[:, :n].set((1.0 - strength) * init_tokens + strength * x_start[:, :n])
     if not text.frozen:
         text_BxLxE = text.module.apply({"params": params["text"]}, text_BxLxE, text_mask_BxL)
-    pair_text = jnp.concatenate([text_BxLxE, text_BxLxE])
-    pair_mask = jnp.concatenate([text_mask_BxL, text_mask_BxL])
-    pair_coords = jnp.concatenate([coords, coords])
-    drop = jnp.arange(2 * b) >= b  # the second half is the unconditional branch
-
-    def pair_fn(x_2BxNxP, t_2BxN):
-        return model.apply(
-            {"params": params["dit"]},
-            x_2BxNxP,
-            t_2BxN,
-            pair_coords,
-            pair_text,
-            pair_mask,
-            drop_text_B=drop,
-            grid=grid if tail is None else None,
-        )
-
+    pair_fn = guided_pair_fn(
+        model,
+        params["dit"],
+        jnp.concatenate([coords, coords]),
+        text_BxLxE,
+        text_mask_BxL,
+        grid if tail is None else None,
+    )
     velocity = samplers.cfg_velocity_batched(pair_fn, cfg)
     tokens = samplers.sample(
         velocity,
@@ -615,20 +623,7 @@ def lower_sample_step(config, mesh, latent_shape: tuple[int, ...], text=None, de
 
     def sample_step(params, x_BxNxP, t_B, dt, text_BxLxE, mask_BxL):
         coords = patching.grid_coords(grid, 2 * b)
-        drop = jnp.arange(2 * b) >= b
-
-        def pair_fn(x, t):
-            return model.apply(
-                {"params": params["dit"]},
-                x,
-                t,
-                coords,
-                jnp.concatenate([text_BxLxE, text_BxLxE]),
-                jnp.concatenate([mask_BxL, mask_BxL]),
-                drop_text_B=drop,
-                grid=grid,
-            )
-
+        pair_fn = guided_pair_fn(model, params["dit"], coords, text_BxLxE, mask_BxL, grid)
         t_BxN = jnp.broadcast_to(t_B[:, None], (b, n))
         velocity = samplers.cfg_velocity_batched(pair_fn, 4.0)(x_BxNxP, t_BxN)
         return x_BxNxP - dt * velocity
