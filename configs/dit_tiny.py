@@ -91,6 +91,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.optimizer.grad_clip = 1.0
     config.ema_decay = 0.999
 
+    # A `train` workdir or a bundle whose EMA params a fresh run starts from (fresh optimizer).
+    config.init_from = ""
     config.total_steps = arg.steps
     config.log_every = 50
     config.checkpoint_every = 500

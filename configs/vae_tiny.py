@@ -53,6 +53,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.optimizer.weight_decay = 0.0
     config.optimizer.grad_clip = 1.0
 
+    # A `train-vae` workdir or a bundle (checkpoints/tiny) whose VAE params a fresh run starts
+    # from, with a fresh optimizer: how the shipped VAE keeps training across machines.
+    config.init_from = ""
     config.total_steps = arg.steps
     config.log_every = 50
     config.checkpoint_every = 500

@@ -22,6 +22,7 @@ COMMANDS: dict[str, str | int] = {
     "eval": "sora_jax.evaluate",
     "plan": "sora_jax.plan",
     "verify": "sora_jax.verify",
+    "export": "sora_jax.export",
     "caption": 8,
 }
 

@@ -1,6 +1,6 @@
 """The text-to-video recipe shared by `train`, `generate` and `eval`: the DiT from config, its
 train state with EMA, the rectified-flow loss on latent tokens, the sampler, and loading a
-trained run (DiT + text encoder + the VAE it was trained with) from a workdir.
+trained run (DiT + text encoder + the VAE it was trained with) from a workdir or a bundle.
 
 Latents are normalised per channel with the statistics of the latent cache (`vae.json` in the
 run's workdir pins the VAE checkpoint and those statistics), so the DiT sees ~unit variance.
@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from flax import linen as nn
 
-from sora_jax import checkpoints, sharding, train_lib, vae_lib
+from sora_jax import bundle, checkpoints, sharding, train_lib, vae_lib
 from sora_jax.diffusion import rectified_flow, samplers
 from sora_jax.models import dit, patching
 from sora_jax.text import encoders
@@ -661,11 +661,23 @@ def abstract_parts(config, text, depth):
     return model, text, train_lib.make_optimizer(config.optimizer, config.total_steps)
 
 
+def warm_start(state: DiTState, source, shardings) -> DiTState:
+    """`state` with params and EMA both set to the EMA params of a `train` run or a bundle,
+    placed with `shardings` (`config.init_from`; the optimizer starts fresh)."""
+    loaded = load_pipeline(source).params
+    vae_lib.check_same_shapes(state.params, loaded, source)
+    params = jax.device_put(loaded, shardings)
+    return state.replace(params=params, ema=jax.tree.map(jnp.copy, params))  # no shared buffers
+
+
 def load_pipeline(workdir, step: int | None = None) -> Pipeline:
-    """The newest (or given) checkpoint of a `train` run with its text encoder and VAE.
+    """The newest (or given) checkpoint of a `train` run, or a bundle (`sora_jax.bundle`), with
+    its text encoder and VAE.
 
     Raises `checkpoints.CheckpointError` for a missing or foreign directory.
     """
+    if bundle.is_bundle(workdir):
+        return _load_bundled(workdir, step)
     config = checkpoints.saved_config(workdir, step)
     if "diffusion" not in config:
         raise checkpoints.CheckpointError(f"{workdir} is not a `sora-jax train` run")
@@ -673,6 +685,30 @@ def load_pipeline(workdir, step: int | None = None) -> Pipeline:
     if ref is None:
         raise checkpoints.CheckpointError(f"{workdir} has no {VAE_REF} (the VAE it was trained on)")
     vae, vae_params, _ = vae_lib.load_vae(ref["workdir"], ref["step"])
+    model, text, target = _restore_target(config, vae)
+    state = checkpoints.restore_state(workdir, target, step)
+    stats = (ref["latent_mean"], ref["latent_std"])
+    return _pipeline(config, model, state.ema, text, vae, vae_params, stats, int(state.step))
+
+
+def _load_bundled(path, step: int | None) -> Pipeline:
+    meta = bundle.read_meta(path)
+    if step is not None and step != meta["dit_step"]:
+        raise checkpoints.CheckpointError(
+            f"{path} holds the DiT of step {meta['dit_step']}, not step {step}"
+        )
+    config = ml_collections.ConfigDict(meta["dit_config"])
+    vae, vae_params, _ = vae_lib.load_vae(path)
+    model, text, target = _restore_target(config, vae)
+    params = jax.device_put(
+        bundle.read_params(path, bundle.DIT, target.ema), jax.local_devices()[0]
+    )
+    stats = (meta["latent_mean"], meta["latent_std"])
+    return _pipeline(config, model, params, text, vae, vae_params, stats, meta["dit_step"])
+
+
+def _restore_target(config, vae):
+    """(model, text encoder, abstract DiTState on one local device) of a run's config."""
     model = make_model(config.model)
     text = encoders.make_text_encoder(config.model.text)
     optimizer = train_lib.make_optimizer(config.optimizer, config.total_steps)
@@ -680,18 +716,18 @@ def load_pipeline(workdir, step: int | None = None) -> Pipeline:
     latent_shape = vae.latent_shape((1, frames, height, width, 3))
     mesh = sharding.make_mesh({"data": -1}, devices=jax.local_devices()[:1])
     target, _ = abstract_state(model, text, optimizer, latent_shape, mesh)
-    state = checkpoints.restore_state(workdir, target, step)
-    stats = (
-        np.asarray(ref["latent_mean"], np.float32),
-        np.asarray(ref["latent_std"], np.float32),
-    )
+    return model, text, target
+
+
+def _pipeline(config, model, params, text, vae, vae_params, stats, step) -> Pipeline:
+    mean, std = (np.asarray(s, np.float32) for s in stats)
     return Pipeline(
         config=config,
         model=model,
-        params=state.ema,
+        params=params,
         text=text,
         vae=vae,
         vae_params=vae_params,
-        stats=stats,
-        step=int(state.step),
+        stats=(mean, std),
+        step=step,
     )

@@ -4,42 +4,45 @@
 
 Generates videos for Shapes World prompts of the train distribution (clips the run never saw)
 and of the held-out (colour, shape) pairs, reads each back with the probe, and writes
-D/report.json (adherence overall and per attribute for each prompt set, per-video rows, settings,
-timings) and a grid GIF of the first videos of each set. `--prompts` replaces both sets with the
-prompts of a jsonl file (Shapes World grammar, since the probe parses them). `--sizes` runs
-every set at each given FRAMESxHEIGHTxWIDTH (aspect ratios and resolutions the run did or did
-not train on), reported as `<set>_<size>`.
+D/report.json (adherence overall and per attribute for each prompt set, each set's FVD against
+the real clips its prompts caption, per-video rows, settings, timings), every video as a GIF, a
+grid GIF per set, and D/index.html: a gallery with every video playing inline beside its prompt,
+the probe's reading and pass/fail, under summary tables (`eval_lib.py`). `--prompts` replaces
+both sets with the prompts of a jsonl file (Shapes World grammar, since the probe parses them;
+no FVD then). `--sizes` runs every set at each given FRAMESxHEIGHTxWIDTH (aspect ratios and
+resolutions the run did or did not train on), reported as `<set>_<size>`.
 
 `--tasks` also runs the conditioned tasks on held-out clips (`task_eval.py`: i2v frame-0 PSNR,
 seam continuity and identity for extension / interpolation / loops, v2v colour edits, cuts of
-multi-shot prompts) into
-report["tasks"] and a grid GIF per task. Every prompt goes through the safety policy first
-(`--allow_unsafe_prompts` turns it off; report["settings"] records which). FVD and the HTML
-gallery are issue #7.
+multi-shot prompts) into report["tasks"]. `--compare A,B` prints two or more reports side by
+side with differences (and writes D/compare.html with --out_dir; `compare.py`). Every prompt
+goes through the safety policy first (`--allow_unsafe_prompts` turns it off; report["settings"]
+records which).
 """
 
 import functools
-import itertools
+import json
 import pathlib
 import time
 
 from absl import flags
 
 from sora_jax import (
-    atomic,
     checkpoints,
     cli,
+    compare,
     dit_lib,
+    eval_lib,
     probe_eval,
     prompt_files,
-    provenance,
     task_eval,
 )
 from sora_jax.diffusion import samplers
 from sora_jax.safety import policy as prompt_policy
-from sora_jax.video_io import tile_videos
 
 SPLITS = ("train", "heldout")
+# Train-distribution prompts start after the clips the run trained on.
+_START = {"train": lambda data: data.num_clips, "heldout": lambda data: 0}
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A `sora-jax train` workdir.")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where report.json and the grids go.")
@@ -60,6 +63,12 @@ _TASKS = flags.DEFINE_string(
 )
 _NUM_TASK_CLIPS = flags.DEFINE_integer("num_task_clips", 50, "Held-out clips per task.")
 _STRENGTH = flags.DEFINE_float("strength", 0.7, "v2v: SDEdit strength.")
+_FVD = flags.DEFINE_bool(
+    "fvd", True, "FVD of each built-in set against the real clips its prompts caption."
+)
+_COMPARE = flags.DEFINE_list(
+    "compare", [], "Compare these eval reports (report.json or their directories) instead."
+)
 _SIZES = flags.DEFINE_list(
     "sizes",
     [],
@@ -118,17 +127,36 @@ def prompt_sets(pipe: dit_lib.Pipeline) -> dict[str, list[str]]:
             f"the run trained on data.source={data.source!r}: the built-in prompt sets are "
             "Shapes World's; pass --prompts"
         )
-    # Train-distribution prompts start after the clips the run trained on.
-    start = {"train": data.num_clips, "heldout": 0}
     return {
-        split: probe_eval.probe_prompts(data, split, _NUM_PROMPTS.value, start[split])
+        split: probe_eval.probe_prompts(data, split, _NUM_PROMPTS.value, _START[split](data))
         for split in _SPLITS.value
     }
+
+
+def reference_clips(pipe: dit_lib.Pipeline) -> dict:
+    """{set: size -> real clips} for FVD: the very clips whose captions are the set's prompts,
+    rendered at the size evaluated (none for --prompts)."""
+    if _PROMPTS.value or not _FVD.value:
+        return {}
+    data = pipe.config.data
+
+    def clips(split, size):
+        start = _START[split](data)
+        return probe_eval.probe_clips(data, split, _NUM_PROMPTS.value, start, size)[0]
+
+    return {split: functools.partial(clips, split) for split in _SPLITS.value}
 
 
 def main(argv):
     if len(argv) > 1:
         raise cli.UserError(f"unexpected arguments: {argv[1:]}")
+    if _COMPARE.value:
+        with cli.user_errors(FileNotFoundError, ValueError, json.JSONDecodeError):
+            reports = compare.load(_COMPARE.value)
+        print(compare.text_table(reports))
+        if _OUT_DIR.value:
+            print(f"wrote {compare.write(reports, _OUT_DIR.value)}")
+        return
     if not _CHECKPOINT.value or not _OUT_DIR.value:
         raise cli.UserError("--checkpoint and --out_dir are required")
     if _STEPS.value < 1 or _BATCH_SIZE.value < 1:
@@ -150,87 +178,25 @@ def main(argv):
             pipe.embed(prompts)  # tokenizes: an empty prompt fails here, before any sampling
             probe_eval.check_parsable(prompts)
 
-    def generate(prompts, seed, size):
-        return pipe.generate(
-            prompts,
-            frames=size[0],
-            height=size[1],
-            width=size[2],
-            steps=_STEPS.value,
-            cfg=_CFG.value,
-            seed=seed,
-            method=_SAMPLER.value,
-        )
-
+    settings = eval_lib.Settings(
+        sizes=tuple(sizes),
+        steps=_STEPS.value,
+        cfg=_CFG.value,
+        sampler=_SAMPLER.value,
+        seed=_SEED.value,
+        batch_size=_BATCH_SIZE.value,
+        grid=_GRID.value,
+        num_task_clips=_NUM_TASK_CLIPS.value,
+        strength=_STRENGTH.value,
+        fvd=_FVD.value,
+    )
+    checkpoint = str(pathlib.Path(_CHECKPOINT.value).resolve())
     out_dir = pathlib.Path(_OUT_DIR.value)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report = {
-        "checkpoint": str(pathlib.Path(_CHECKPOINT.value).resolve()),
-        "step": pipe.step,
-        "settings": {
-            "sizes": [list(size) for size in sizes],
-            "steps": _STEPS.value,
-            "cfg": _CFG.value,
-            "sampler": _SAMPLER.value,
-            "seed": _SEED.value,
-            **safety,
-        },
-        "t2v": {},
-        "tasks": {},
-        "videos": [],
-        "timings_s": {"load": round(load_s, 3)},
-    }
-    grids = {}
-    for size, (set_name, prompts) in itertools.product(sizes, sets.items()):
-        # One size keeps the plain set names; several name each set with its size.
-        name = set_name if not _SIZES.value else f"{set_name}_{'x'.join(map(str, size))}"
-        start = time.perf_counter()
-        summary, rows, videos = probe_eval.evaluate(
-            functools.partial(generate, size=size), prompts, batch_size=_BATCH_SIZE.value,
-            seed=_SEED.value, desc=name,
-        )  # fmt: skip
-        # Includes compiling the sampler for this set's batch shapes.
-        report["timings_s"][f"{name}_per_video"] = round(
-            (time.perf_counter() - start) / len(prompts), 3
-        )
-        report["t2v"][name] = summary
-        report["videos"] += [{"set": name, **row} for row in rows]
-        grids[name] = (videos[: _GRID.value], prompts[: _GRID.value])
-        attributes = ", ".join(f"{a} {v:.1%}" for a, v in summary["attributes"].items())
-        adherence = summary["adherence"]
-        print(f"{name}: adherence {adherence:.1%} on {len(prompts)} videos ({attributes})")
-    if tasks:
-        sample = dict(steps=_STEPS.value, cfg=_CFG.value, seed=_SEED.value, method=_SAMPLER.value)
-        start = time.perf_counter()
-        results = task_eval.evaluate_tasks(
-            pipe, tasks, _NUM_TASK_CLIPS.value, sample=sample, batch_size=_BATCH_SIZE.value,
-            strength=_STRENGTH.value,
-        )  # fmt: skip
-        report["timings_s"]["tasks"] = round(time.perf_counter() - start, 3)
-        report["settings"]["strength"] = _STRENGTH.value
-        for name, (summary, rows, videos) in results.items():
-            report["tasks"][name] = summary
-            report["videos"] += [{"set": f"task:{name}", **row} for row in rows]
-            grids[f"task_{name}"] = (videos[: _GRID.value], [r["prompt"] for r in rows])
-            extras = {k: v for k, v in summary.items() if k in task_eval.HEADLINE}
-            print(f"{name}: adherence {summary['adherence']:.1%}, {extras}")
-    # Files only once every set is done: a failure leaves nothing half-written.
-    if _GRID.value > 0:
-        for name, (videos, prompts) in grids.items():
-            grid = tile_videos(videos, columns=min(4, len(videos)))
-            stem = name if name.startswith("task_") else f"t2v_{name}"
-            generation = {
-                "prompt_sha256": [provenance.prompt_hash(p) for p in prompts],
-                "task": "eval grid",
-                "checkpoint_step": pipe.step,
-                **safety,
-            }
-            provenance.write_video(
-                out_dir / f"{stem}.gif", grid, fps=pipe.config.data.fps, generation=generation
-            )
-            atomic.write_json(out_dir / f"{stem}.json", prompts)
-    atomic.write_json(out_dir / "report.json", report)
-    print(f"report in {out_dir / 'report.json'}")
+    eval_lib.evaluate(
+        pipe, sets, tasks, settings, out_dir, checkpoint=checkpoint, safety=safety,
+        references=reference_clips(pipe), timings={"load": round(load_s, 3)},
+    )  # fmt: skip
+    print(f"report in {out_dir / 'report.json'}, gallery in {out_dir / 'index.html'}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import jax
 import numpy as np
 from tensorboardX import SummaryWriter
 
+METRICS_FILE = "metrics.jsonl"
+
 
 class MetricWriter:
     """Writes scalars to `workdir/tensorboard` and one JSON line per call to metrics.jsonl.
@@ -22,7 +24,7 @@ class MetricWriter:
         workdir = pathlib.Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         self._tb = SummaryWriter(str(workdir / "tensorboard"))
-        self._jsonl = (workdir / "metrics.jsonl").open("a")
+        self._jsonl = (workdir / METRICS_FILE).open("a")
 
     def write_scalars(self, step: int, scalars: dict) -> None:
         if not self._active:
@@ -40,5 +42,5 @@ class MetricWriter:
 
 
 def read_metrics(workdir: str | pathlib.Path) -> list[dict]:
-    path = pathlib.Path(workdir) / "metrics.jsonl"
+    path = pathlib.Path(workdir) / METRICS_FILE
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

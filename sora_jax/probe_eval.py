@@ -20,14 +20,14 @@ from sora_jax.data.shapes_world.world import ShapesWorldSource
 ATTRIBUTES = ("color", "shape", "size", "motion", "speed", "background", "reappears")
 
 
-def probe_clips(data: ml_collections.ConfigDict, split: str, num: int, start: int = 0):
+def probe_clips(data: ml_collections.ConfigDict, split: str, num: int, start: int = 0, size=None):
     """(uint8 videos [num, T, H, W, 3], short captions) of Shapes World `split` clips start..
-    of the run's world seed, at the run's first clip size."""
+    of the run's world seed, at `size` (frames, height, width; default the run's first)."""
     source = ShapesWorldSource(
         num_clips=start + num,
         split=split,
         seed=data.world_seed,
-        sizes=(tuple(data.sizes[0]),),
+        sizes=(tuple(size or data.sizes[0]),),
     )
     clips = [source[i] for i in range(start, start + num)]
     return np.stack([c["video"] for c in clips]), [str(c["caption"]) for c in clips]
@@ -79,7 +79,12 @@ def evaluate(
                 videos.append(video)
             progress.update(len(batch))
     rows = [
-        {"prompt": p, "adherence": r["adherence"], "attributes": r["attributes"]}
+        {
+            "prompt": p,
+            "adherence": r["adherence"],
+            "attributes": r["attributes"],
+            "reading": probe.describe(r),
+        }
         for p, r in zip(prompts, readings, strict=True)
     ]
     return summarize(readings), rows, np.stack(videos)

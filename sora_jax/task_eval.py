@@ -181,7 +181,12 @@ def run_task(pipe, task: str, videos, captions, *, sample, strength: float = 0.7
 
 def _probe_row(video, caption) -> dict:
     reading = probe.probe(video, caption)
-    row = {"prompt": caption, "adherence": reading["adherence"], "counts": reading["counts"]}
+    row = {
+        "prompt": caption,
+        "adherence": reading["adherence"],
+        "counts": reading["counts"],
+        "reading": probe.describe(reading),
+    }
     return {**row, "cuts": reading["cuts"]} if len(reading["shots"]) > 1 else row
 
 

@@ -8,8 +8,9 @@ W/vae.json pins that VAE checkpoint and the latent statistics. Then: rectified-f
 text dropout and an EMA, Orbax checkpoints of {state (params, optimizer, EMA), data iterator,
 config}, TensorBoard events + metrics.jsonl, a progress bar, and every `sample_every` steps a grid
 of sample videos for fixed held-out prompts (W/samples) with their probe adherence. Resumes from
-the newest checkpoint in W; SIGTERM finishes the step, saves and exits 0. One file, top to
-bottom, in the big_vision way: fork it to change the recipe.
+the newest checkpoint in W; a fresh W can start from the EMA params of another run or a bundle
+(`--config.init_from=DIR`, fresh optimizer). SIGTERM finishes the step, saves and exits 0. One
+file, top to bottom, in the big_vision way: fork it to change the recipe.
 """
 
 import itertools
@@ -53,7 +54,7 @@ def prepare_latents(config, workdir: pathlib.Path, tail_lengths: tuple[int, ...]
     elif config.vae.step >= 0:
         vae_step = config.vae.step
     else:
-        vae_step = checkpoints.latest_step(vae_workdir)
+        vae_step = vae_lib.latest_step(vae_workdir)
     cache_dir = pathlib.Path(config.latent_cache_dir or workdir / "latent_cache")
     description = json.loads(config.data.to_json())
 
@@ -186,6 +187,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if restored is not None:
         state = restored
         logging.info("resumed from step %d", start_step)
+    elif config.get("init_from"):
+        state = dit_lib.warm_start(state, config.init_from, state_shardings.params)
+        logging.info("started from the EMA params of %s", config.init_from)
 
     if pack.enabled:
         loss_fn = dit_lib.make_packed_loss_fn(model, text, config.diffusion, stats)

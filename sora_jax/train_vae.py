@@ -3,6 +3,7 @@
     sora-jax train-vae --config configs/vae_tiny.py --workdir W [--config.total_steps=...]
 
 Resumes from the newest checkpoint in W (state, data iterator and config are saved together);
+a fresh W can start from another run's or a bundle's VAE params (`--config.init_from=DIR`);
 writes TensorBoard events + metrics.jsonl, a progress bar, and reconstruction videos of fixed
 held-out clips (original | reconstruction) to W/samples. SIGTERM finishes the step, saves and
 exits 0. One file, top to bottom, in the big_vision way: fork it to change the recipe.
@@ -111,6 +112,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if restored is not None:
         state = restored
         logging.info("resumed from step %d", start_step)
+    elif config.get("init_from"):
+        params = vae_lib.warm_start(state.params, config.init_from, state_shardings.params)
+        state = state.replace(params=params)
+        logging.info("started from the VAE params of %s", config.init_from)
 
     loss_fn = vae_lib.make_loss_fn(model, config.loss)
     train_step = train_lib.jit_train_step(

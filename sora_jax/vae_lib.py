@@ -1,6 +1,6 @@
 """The video autoencoder's recipe, shared by `train-vae`, `eval-vae` and the DiT trainer:
 model from config, parameters, loss (L1 + MSE + LPIPS + KL, optionally adversarial),
-reconstruction, and loading a trained VAE from a `train-vae` workdir."""
+reconstruction, and loading a trained VAE from a `train-vae` workdir or a bundle."""
 
 import functools
 import pathlib
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import linen as nn
 
-from sora_jax import checkpoints, sharding, train_lib
+from sora_jax import bundle, checkpoints, sharding, train_lib
 from sora_jax.models import vae as vae_model
 from sora_jax.models.discriminator import PatchDiscriminator
 
@@ -146,13 +146,43 @@ def reconstruct(model, params, video_uint8):
 
 
 def load_vae(workdir: str | pathlib.Path, step: int | None = None):
-    """(model, params, config) of the newest (or given) checkpoint of a `train-vae` run.
+    """(model, params, config) of the newest (or given) checkpoint of a `train-vae` run, or of
+    the VAE in a bundle (`sora_jax.bundle`).
 
     The model is rebuilt from the config saved with the checkpoint, so a VAE is named by its
     workdir alone. Raises `checkpoints.CheckpointError` for a missing or foreign directory.
     """
+    if bundle.is_bundle(workdir):
+        return _load_bundled(workdir, step)
     model, state, config = load_state(workdir, step)
     return model, autoencoder_params(state.params), config
+
+
+def latest_step(workdir: str | pathlib.Path) -> int:
+    """The newest step of a `train-vae` run, or the step a bundle's VAE was trained to."""
+    if bundle.is_bundle(workdir):
+        return bundle.read_meta(workdir)["vae_step"]
+    return checkpoints.latest_step(workdir)
+
+
+def warm_start(params, source: str | pathlib.Path, shardings):
+    """`params` (what `init_params` made) with the autoencoder's part taken from a `train-vae`
+    run or a bundle, placed with `shardings`: fine-tuning, or continuing a shipped VAE with a
+    fresh optimizer (`config.init_from`)."""
+    _, loaded, _ = load_vae(source)
+    check_same_shapes(autoencoder_params(params), loaded, source)
+    return jax.device_put({**params, "vae": loaded} if "disc" in params else loaded, shardings)
+
+
+def check_same_shapes(want, got, source) -> None:
+    """CheckpointError unless two param trees have the same structure and shapes."""
+    same = jax.tree.structure(want) == jax.tree.structure(got) and all(
+        a.shape == b.shape for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True)
+    )
+    if not same:
+        raise checkpoints.CheckpointError(
+            f"the params in {source} do not fit this config's model (different structure or shapes)"
+        )
 
 
 def load_state(workdir: str | pathlib.Path, step: int | None = None):
@@ -160,15 +190,31 @@ def load_state(workdir: str | pathlib.Path, step: int | None = None):
     config = checkpoints.saved_config(workdir, step)
     model = make_model(config.model, conv_impl="xla")
     optimizer = train_lib.make_optimizer(config.optimizer, config.total_steps)
-    frames, height, width = config.data.sizes[0]
-    dummy = jnp.zeros((1, frames, height, width, 3), jnp.float32)
     mesh = sharding.make_mesh({"data": -1}, devices=jax.local_devices()[:1])
     abstract = jax.eval_shape(
-        lambda r: train_lib.create_train_state(
-            init_params(model, config.loss, r, dummy), optimizer
-        ),
+        lambda r: train_lib.create_train_state(_init_like(model, config, r), optimizer),
         jax.random.key(0),
     )
     shardings = sharding.logical_shardings(abstract, mesh, sharding.VAE_RULES)
     target = checkpoints.abstract_like(nn.unbox(abstract), shardings)
     return model, checkpoints.restore_state(workdir, target, step), config
+
+
+def _load_bundled(path, step: int | None):
+    meta = bundle.read_meta(path)
+    if step is not None and step != meta["vae_step"]:
+        raise checkpoints.CheckpointError(
+            f"{path} holds the VAE of step {meta['vae_step']}, not step {step}"
+        )
+    config = ml_collections.ConfigDict(meta["vae_config"])
+    model = make_model(config.model, conv_impl="xla")
+    abstract = jax.eval_shape(lambda r: _init_like(model, config, r), jax.random.key(0))
+    params = bundle.read_params(path, bundle.VAE, autoencoder_params(nn.unbox(abstract)))
+    return model, jax.device_put(params, jax.local_devices()[0]), config
+
+
+def _init_like(model, config, rng):
+    """`init_params` on a dummy clip of the run's first training size (under `eval_shape`)."""
+    frames, height, width = config.data.sizes[0]
+    dummy = jnp.zeros((1, frames, height, width, 3), jnp.float32)
+    return init_params(model, config.loss, rng, dummy)

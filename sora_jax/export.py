@@ -1,0 +1,68 @@
+"""`sora-jax export`: a trained text-to-video run as a bundle, the form a model ships in.
+
+    sora-jax export --checkpoint workdirs/dit_tiny --bundle checkpoints/tiny [--dtype float16]
+
+Writes the DiT's EMA params, the VAE the run was trained on and the latent statistics it was
+trained with (`sora_jax.bundle`): everything `generate`, `eval` and `demo` need, nothing they do
+not (no optimizer moments, no data position), plus both runs' metrics logs for their curves. A
+`MODEL_CARD.md` already in `--bundle` is kept. A bundle also warm-starts training
+(`--config.init_from`).
+"""
+
+import pathlib
+
+import numpy as np
+from absl import flags
+
+from sora_jax import bundle, checkpoints, cli, dit_lib, vae_lib
+from sora_jax.metric_writers import METRICS_FILE
+
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A `sora-jax train` workdir.")
+_BUNDLE = flags.DEFINE_string("bundle", None, "The bundle directory to write (replaced if one).")
+_STEP = flags.DEFINE_integer("step", None, "The checkpoint step; default: the newest.")
+_DTYPE = flags.DEFINE_enum(
+    "dtype", "float32", ["float32", "float16"], "Storage dtype (loaded back as float32)."
+)
+
+
+def export(checkpoint, out, step: int | None = None, dtype: str = "float32") -> dict:
+    """Writes the bundle; returns its meta."""
+    if bundle.is_bundle(checkpoint):
+        raise checkpoints.CheckpointError(f"{checkpoint} is a bundle already")
+    pipe = dit_lib.load_pipeline(checkpoint, step)
+    ref = dit_lib.read_vae_ref(checkpoint)
+    _, vae_params, vae_config = vae_lib.load_vae(ref["workdir"], ref["step"])
+    meta = {
+        "dit_config": pipe.config.to_dict(),
+        "dit_step": pipe.step,
+        "vae_config": vae_config.to_dict(),
+        "vae_step": ref["step"],
+        "latent_mean": ref["latent_mean"],
+        "latent_std": ref["latent_std"],
+    }
+    trees = {bundle.DIT: pipe.params, bundle.VAE: vae_params}
+    logs = {"dit": pathlib.Path(checkpoint), "vae": pathlib.Path(ref["workdir"])}
+    files = {
+        f"logs/{name}/{METRICS_FILE}": workdir / METRICS_FILE
+        for name, workdir in logs.items()
+        if (workdir / METRICS_FILE).is_file()
+    }
+    return bundle.write(out, meta, trees, dtype=np.dtype(dtype), files=files)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise cli.UserError(f"unexpected arguments: {argv[1:]}")
+    if not _CHECKPOINT.value or not _BUNDLE.value:
+        raise cli.UserError("--checkpoint and --bundle are required")
+    with cli.user_errors(checkpoints.CheckpointError, FileNotFoundError):
+        meta = export(_CHECKPOINT.value, _BUNDLE.value, _STEP.value, _DTYPE.value)
+    out = pathlib.Path(_BUNDLE.value)
+    for name, count in meta["params"].items():
+        size = (out / f"{name}.safetensors").stat().st_size / 2**20
+        print(f"{name}: {count:,} params, {size:.2f} MiB ({meta['dtype']})")
+    print(f"bundle of DiT step {meta['dit_step']} + VAE step {meta['vae_step']} in {out}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
