@@ -28,6 +28,7 @@ _CHECKPOINT = flags.DEFINE_string(
 _NUM_PROMPTS = flags.DEFINE_integer("num_prompts", 8, "Held-out text-to-video prompts per size.")
 _NUM_TASK_CLIPS = flags.DEFINE_integer("num_task_clips", 4, "Held-out clips per task.")
 _STEPS = flags.DEFINE_integer("steps", 25, "Sampler steps.")
+_TASKS = flags.DEFINE_list("tasks", list(task_eval.TASKS), "Conditioned tasks to show.")
 
 
 def main(argv):
@@ -35,6 +36,9 @@ def main(argv):
         raise cli.UserError(f"unexpected arguments: {argv[1:]}")
     if _NUM_PROMPTS.value < 1 or _NUM_TASK_CLIPS.value < 1 or _STEPS.value < 1:
         raise cli.UserError("--num_prompts, --num_task_clips and --steps must be at least 1")
+    unknown = sorted(set(_TASKS.value) - set(task_eval.TASKS))
+    if unknown:
+        raise cli.UserError(f"unknown --tasks {unknown}; expected some of {task_eval.TASKS}")
     start = time.perf_counter()
     with cli.user_errors(checkpoints.CheckpointError, FileNotFoundError):
         pipe = dit_lib.load_pipeline(_CHECKPOINT.value)
@@ -60,7 +64,7 @@ def main(argv):
             pipe.latent_shape(1, *size)
     out_dir = pathlib.Path(_OUT_DIR.value)
     report = eval_lib.evaluate(
-        pipe, {"heldout": prompts}, list(task_eval.TASKS), settings, out_dir,
+        pipe, {"heldout": prompts}, list(_TASKS.value), settings, out_dir,
         checkpoint=_CHECKPOINT.value, safety=safety, timings={"load": round(load_s, 3)},
         title="sora_jax demo: the shipped tiny model on held-out prompts",
     )  # fmt: skip
