@@ -11,11 +11,9 @@ not (no optimizer moments, no data position), plus both runs' metrics logs for t
 
 import pathlib
 
-import numpy as np
 from absl import flags
 
-from sora_jax import bundle, checkpoints, cli, dit_lib, vae_lib
-from sora_jax.metric_writers import METRICS_FILE
+from sora_jax import checkpoints, cli, export_lib
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A `sora-jax train` workdir.")
 _BUNDLE = flags.DEFINE_string("bundle", None, "The bundle directory to write (replaced if one).")
@@ -25,38 +23,13 @@ _DTYPE = flags.DEFINE_enum(
 )
 
 
-def export(checkpoint, out, step: int | None = None, dtype: str = "float32") -> dict:
-    """Writes the bundle; returns its meta."""
-    if bundle.is_bundle(checkpoint):
-        raise checkpoints.CheckpointError(f"{checkpoint} is a bundle already")
-    pipe = dit_lib.load_pipeline(checkpoint, step)
-    ref = dit_lib.read_vae_ref(checkpoint)
-    _, vae_params, vae_config = vae_lib.load_vae(ref["workdir"], ref["step"])
-    meta = {
-        "dit_config": pipe.config.to_dict(),
-        "dit_step": pipe.step,
-        "vae_config": vae_config.to_dict(),
-        "vae_step": ref["step"],
-        "latent_mean": ref["latent_mean"],
-        "latent_std": ref["latent_std"],
-    }
-    trees = {bundle.DIT: pipe.params, bundle.VAE: vae_params}
-    logs = {"dit": pathlib.Path(checkpoint), "vae": pathlib.Path(ref["workdir"])}
-    files = {
-        f"logs/{name}/{METRICS_FILE}": workdir / METRICS_FILE
-        for name, workdir in logs.items()
-        if (workdir / METRICS_FILE).is_file()
-    }
-    return bundle.write(out, meta, trees, dtype=np.dtype(dtype), files=files)
-
-
 def main(argv):
     if len(argv) > 1:
         raise cli.UserError(f"unexpected arguments: {argv[1:]}")
     if not _CHECKPOINT.value or not _BUNDLE.value:
         raise cli.UserError("--checkpoint and --bundle are required")
     with cli.user_errors(checkpoints.CheckpointError, FileNotFoundError):
-        meta = export(_CHECKPOINT.value, _BUNDLE.value, _STEP.value, _DTYPE.value)
+        meta = export_lib.export(_CHECKPOINT.value, _BUNDLE.value, _STEP.value, _DTYPE.value)
     out = pathlib.Path(_BUNDLE.value)
     for name, count in meta["params"].items():
         size = (out / f"{name}.safetensors").stat().st_size / 2**20

@@ -21,7 +21,7 @@ from sora_jax import (
     checkpoints,
     config_lib,
     dit_lib,
-    export,
+    export_lib,
     provenance,
     train,
     train_lib,
@@ -372,7 +372,7 @@ def test_export_writes_a_bundle_that_samples_like_the_run(runs, tmp_path):
     assert list(report["tasks"]) == ["i2v", "loop"]
     assert (tmp_path / "demo" / "index.html").read_text().count('class="card"') == 4 + 2
     # float16 storage halves the files and moves each weight by at most its rounding.
-    half = export.export(straight, tmp_path / "half", dtype="float16")
+    half = export_lib.export(straight, tmp_path / "half", dtype="float16")
     assert half["dtype"] == "float16" and half["params"] == bundle.read_meta(out)["params"]
     small = dit_lib.load_pipeline(tmp_path / "half").params
     for x, y in zip(jax.tree.leaves(run.params), jax.tree.leaves(small), strict=True):
@@ -380,10 +380,10 @@ def test_export_writes_a_bundle_that_samples_like_the_run(runs, tmp_path):
         assert np.asarray(y).dtype == np.float32
 
     (out / "MODEL_CARD.md").write_text("kept")
-    export.export(straight, out)  # replaces a bundle, keeps its card
+    export_lib.export(straight, out)  # replaces a bundle, keeps its card
     assert (out / "MODEL_CARD.md").read_text() == "kept"
     with pytest.raises(checkpoints.CheckpointError, match="not a bundle"):
-        export.export(straight, tmp_path)  # an ordinary directory is never replaced
+        export_lib.export(straight, tmp_path)  # an ordinary directory is never replaced
     weights = out / "dit_ema.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1] + b"\x01")
     with pytest.raises(checkpoints.CheckpointError, match="sha256"):
@@ -396,7 +396,7 @@ def test_training_starts_from_a_bundle(runs, tmp_path):
     """`init_from`: with a zero learning rate one step later the params are still the bundle's."""
     root, straight, _, _ = runs
     shipped = tmp_path / "bundle"
-    export.export(straight, shipped)
+    export_lib.export(straight, shipped)
     run = dit_lib.load_pipeline(shipped)
     vae_config = config_lib.load_config(
         "configs/vae_tiny.py:variant=micro/t4s8c16,batch=8,steps=1,fixed,lpips=0"
