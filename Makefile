@@ -22,7 +22,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(VENV)/bin/pytest -n 2 --dist loadfile -q
+	$(VENV)/bin/pytest -n 2 --dist loadfile -q  # tests/conftest.py sets XLA_FLAGS
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

@@ -1,6 +1,7 @@
 """DiT train-step speed: tokens/s, achieved GFLOP/s and the fraction of this machine's matmul peak.
 
     python benchmarks/train_step.py [--presets tiny,S,peer] [--dtypes float32,bfloat16] [--steps 5]
+        [--text_modes cross,joint]
 
 Each row trains a DiT (random init, AdamW, EMA: the real `dit_lib` step) on 8 clips of 320
 video tokens (latent [8, 5, 16, 16, 16], 1x2x2 patches) with 32 text tokens of width 384, the
@@ -8,7 +9,9 @@ shape of PERF_NOTES.md. `peer` is the PERF_NOTES comparison model (width 384, de
 PyTorch + diffusers' CogVideoX block trains it at ~1.5 s/step in bf16 on this CPU. FLOPs are
 counted analytically (`cost_analysis` counts a scanned layer once): matmuls and attention,
 forward x 3 for forward + backward. The peak is measured in the same run: a jitted 2048^3 matmul
-in f32 and with bf16 inputs / f32 accumulation.
+in f32 and with bf16 inputs / f32 accumulation. `--text_modes cross,joint` times MM-DiT joint
+attention beside cross-attention (the `experiments/text_attention` ablation) and prints the
+ratio; the analytic FLOPs count cross-attention, so joint rows report time only.
 """
 
 import argparse
@@ -52,10 +55,11 @@ def forward_flops(width, depth, tokens_per_clip, batch, mlp_ratio=4.0) -> float:
     return batch * (depth * (n * per_token_per_layer + text_kv) + n * per_token)
 
 
-def run(preset: str, dtype: str, steps: int) -> dict:
+def run(preset: str, dtype: str, steps: int, text_mode: str = "cross") -> dict:
     variant = "S/1x2x2" if preset == "peer" else f"{preset}/1x2x2"
     config = config_lib.load_config(f"configs/dit_tiny.py:variant={variant},batch={LATENT[0]}")
     config.model.dtype = dtype
+    config.model.text_mode = text_mode
     model = dit_lib.make_model(config.model)
     if preset == "peer":
         model = model.clone(depth=8)
@@ -84,16 +88,19 @@ def run(preset: str, dtype: str, steps: int) -> dict:
     step_s = float(np.median(times))
     tokens = int(np.prod(LATENT[1:4])) // 4
     flops = 3 * forward_flops(model.width, model.depth, tokens, LATENT[0], model.mlp_ratio)
-    return {
+    row = {
         "preset": preset,
+        "text_mode": text_mode,
         "width": model.width,
         "depth": model.depth,
         "dtype": dtype,
         "step_s": round(step_s, 3),
         "compile_s": round(compile_s, 1),
         "tokens_per_s": round(LATENT[0] * tokens / step_s),
-        "gflops_per_s": round(flops / step_s / 1e9, 1),
     }
+    if text_mode == "cross":
+        row["gflops_per_s"] = round(flops / step_s / 1e9, 1)
+    return row
 
 
 def _frozen_text_stub():
@@ -114,16 +121,23 @@ def main():
     parser.add_argument("--presets", default="tiny,S,peer")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--text_modes", default="cross")
     args = parser.parse_args()
     peak = {"float32": matmul_peak(jnp.float32), "bfloat16": matmul_peak(jnp.bfloat16)}
     print(json.dumps({"matmul_peak_gflops": {k: round(v, 1) for k, v in peak.items()}}))
     for preset in args.presets.split(","):
         for dtype in args.dtypes.split(","):
-            row = run(preset, dtype, args.steps)
-            row["fraction_of_peak"] = round(row["gflops_per_s"] / peak[dtype], 3)
-            if preset == "peer":
-                row["vs_pytorch_cogvideox_bf16_1.5s"] = round(1.5 / row["step_s"], 2)
-            print(json.dumps(row), flush=True)
+            cross_s = None
+            for text_mode in args.text_modes.split(","):
+                row = run(preset, dtype, args.steps, text_mode)
+                if "gflops_per_s" in row:
+                    row["fraction_of_peak"] = round(row["gflops_per_s"] / peak[dtype], 3)
+                    cross_s = row["step_s"]
+                elif cross_s:
+                    row["step_vs_cross"] = round(row["step_s"] / cross_s, 2)
+                if preset == "peer":
+                    row["vs_pytorch_cogvideox_bf16_1.5s"] = round(1.5 / row["step_s"], 2)
+                print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

@@ -63,8 +63,9 @@ def main(argv):
         for size in settings.sizes:
             pipe.latent_shape(1, *size)
     out_dir = pathlib.Path(_OUT_DIR.value)
+    clips = task_eval.default_clips(pipe.config.data, _TASKS.value, _NUM_TASK_CLIPS.value)
     report = eval_lib.evaluate(
-        pipe, {"heldout": prompts}, list(_TASKS.value), settings, out_dir,
+        pipe, {"heldout": probe_eval.PromptSet.numbered(prompts)}, clips, settings, out_dir,
         checkpoint=_CHECKPOINT.value, safety=safety, timings={"load": round(load_s, 3)},
         title="sora_jax demo: the shipped tiny model on held-out prompts",
     )  # fmt: skip

@@ -298,6 +298,8 @@ def sample_latents(
 ):
     """Generates raw (denormalised) latents [B, t, h, w, c] for the given text states.
 
+    `rng`: one key for the whole batch's noise, or a key per row [B].
+
     Conditioning (raw latents, see `tasks.py`): `head` = (latent [B, t, h, w, c], frames [B, t]
     bool): the marked frames are given and held clean; `tail` [B, K, h, w, c]: the clip's last K
     frames given, appended as clean tokens. `init` [B, t, h, w, c] with `strength` in (0, 1]
@@ -316,7 +318,10 @@ def sample_latents(
         model, normalize(head_latent, stats), head_frames, tail_inputs
     )
     n = int(np.prod(grid))
-    x_start = jax.random.normal(rng, x0_BxNxP.shape)
+    if rng.ndim == 0:
+        x_start = jax.random.normal(rng, x0_BxNxP.shape)
+    else:  # one key a row: each video's noise depends on its own seed alone
+        x_start = jax.vmap(lambda key: jax.random.normal(key, x0_BxNxP.shape[1:]))(rng)
     if init is not None:
         init_tokens = patching.patchify(normalize(init, stats), model.patch_size)
         x_start = x_start.at[:, :n].set((1.0 - strength) * init_tokens + strength * x_start[:, :n])
@@ -457,8 +462,10 @@ class Pipeline:
         Conditioning, as uint8 pixels (`tasks.py`): `head_video` [B, F, H, W, 3] gives the first
         F = 1 + r (k - 1) frames (r: the VAE's temporal factor), `tail_video` likewise the last
         ones; each is encoded alone. `init_video` [B, frames, H, W, 3] is edited at `strength`
-        (SDEdit). `params` replaces the loaded DiT params (the trainer samples its current EMA
-        with them, keeping the compiled text encoder and sampler of this pipeline).
+        (SDEdit). `seed`: an int for the whole batch's noise, or one per prompt (each video
+        then depends on its own seed alone, not on the batch it is sampled in). `params`
+        replaces the loaded DiT params (the trainer samples its current EMA with them, keeping
+        the compiled text encoder and sampler of this pipeline).
         """
         shape = self.latent_shape(len(prompts), frames, height, width)
         head = tail = init = None
@@ -493,7 +500,7 @@ class Pipeline:
             self.params if params is None else params,
             jnp.asarray(text_in),
             jnp.asarray(mask),
-            jax.random.key(seed),
+            noise_keys(seed, len(prompts)),
             latent_shape=tuple(shape),
             steps=steps,
             method=method,
@@ -520,6 +527,16 @@ class Pipeline:
                 f"{what} frames of {video.shape[2]}x{video.shape[3]} do not match the clip's size"
             )
         return latent
+
+
+def noise_keys(seed, batch: int) -> jax.Array:
+    """One key from an int seed; a key per row [batch] from a sequence of `batch` seeds."""
+    seeds = np.asarray(seed)
+    if seeds.ndim == 0:
+        return jax.random.key(int(seeds))
+    if seeds.shape != (batch,):
+        raise ValueError(f"expected one seed or {batch} seeds, got {seeds.shape[0]}")
+    return jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
 
 
 def write_vae_ref(workdir, vae_workdir: str, vae_step: int, meta: dict) -> None:

@@ -28,7 +28,8 @@ class Settings:
     steps: int = 25
     cfg: float = 4.0
     sampler: str = "euler"
-    seed: int = 0
+    seed: int = 0  # recorded: what every prompt's and clip's own seed was shifted by
+    suite: str = ""  # the `eval_suite` file the sets and task clips came from, if any
     batch_size: int = 16
     grid: int = 16  # videos in each set's grid GIF; 0: none
     num_task_clips: int = 50
@@ -38,8 +39,8 @@ class Settings:
 
 def evaluate(
     pipe: dit_lib.Pipeline,
-    sets: dict[str, list[str]],
-    tasks: list[str],
+    sets: dict[str, probe_eval.PromptSet],
+    task_clips: dict[str, task_eval.TaskClips],
     settings: Settings,
     out_dir,
     *,
@@ -49,10 +50,11 @@ def evaluate(
     timings: dict | None = None,
     title: str = "sora_jax held-out evaluation",
 ) -> dict:
-    """Runs everything and writes `out_dir`; returns the report. `safety` is what the prompt
-    policy returned (recorded in the settings and every manifest); `references` maps a set to
-    a function of the size giving real clips to measure the set's FVD against; `timings` adds
-    to the report's (e.g. loading)."""
+    """Runs everything and writes `out_dir`; returns the report. `sets` are the text-to-video
+    prompt sets, `task_clips` the given clips of each conditioned task (`task_eval`). `safety`
+    is what the prompt policy returned (recorded in the settings and every manifest);
+    `references` maps a set to a function of the size giving real clips to measure the set's
+    FVD against (None: none at that size); `timings` adds to the report's (e.g. loading)."""
     out_dir = pathlib.Path(out_dir)
     report = {
         "checkpoint": checkpoint,
@@ -66,10 +68,10 @@ def evaluate(
     outputs = {}  # set name -> (videos, rows)
     sample = dict(steps=settings.steps, cfg=settings.cfg, method=settings.sampler)
 
-    def generate(prompts, seed, size):
+    def generate(prompts, seeds, size):
         frames, height, width = size
         return pipe.generate(
-            prompts, frames=frames, height=height, width=width, seed=seed, **sample
+            prompts, frames=frames, height=height, width=width, seed=seeds, **sample
         )
 
     several = len(settings.sizes) > 1
@@ -79,15 +81,18 @@ def evaluate(
         start = time.perf_counter()
         summary, rows, videos = probe_eval.evaluate(
             functools.partial(generate, size=size), prompts, batch_size=settings.batch_size,
-            seed=settings.seed, desc=name,
+            desc=name,
         )  # fmt: skip
         # Includes compiling the sampler for this set's batch shapes.
         report["timings_s"][f"{name}_per_video"] = round(
-            (time.perf_counter() - start) / len(prompts), 3
+            (time.perf_counter() - start) / len(prompts.prompts), 3
         )
-        if settings.fvd and set_name in (references or {}):
+        real = None  # FVD fits a Gaussian to each side: it needs two videos at least
+        if settings.fvd and set_name in (references or {}) and len(videos) > 1:
+            real = references[set_name](size)
+        if real is not None:
             start = time.perf_counter()
-            summary["fvd"] = fvd.fvd(videos, references[set_name](size))
+            summary["fvd"] = fvd.fvd(videos, real)
             report["timings_s"][f"{name}_fvd"] = round(time.perf_counter() - start, 3)
         report["t2v"][name] = summary
         outputs[name] = (videos, rows)
@@ -95,12 +100,12 @@ def evaluate(
         scores = f"adherence {summary['adherence']:.1%}" + (
             f", FVD {summary['fvd']:.1f}" if "fvd" in summary else ""
         )
-        print(f"{name}: {scores} on {len(prompts)} videos ({attributes})")
-    if tasks:
+        print(f"{name}: {scores} on {len(prompts.prompts)} videos ({attributes})")
+    if task_clips:
         start = time.perf_counter()
         results = task_eval.evaluate_tasks(
-            pipe, tasks, settings.num_task_clips, sample={**sample, "seed": settings.seed},
-            batch_size=settings.batch_size, strength=settings.strength,
+            pipe, task_clips, sample=sample, batch_size=settings.batch_size,
+            strength=settings.strength,
         )  # fmt: skip
         report["timings_s"]["tasks"] = round(time.perf_counter() - start, 3)
         for task, (summary, rows, videos) in results.items():

@@ -1,9 +1,15 @@
 """`sora-jax eval`: held-out evaluation of a trained text-to-video run (CLI.md).
 
-    sora-jax eval --checkpoint W --out_dir D [--num_prompts 100] [--prompts FILE]
+    sora-jax eval --checkpoint W --out_dir D [--suite default] [--num_prompts 100] [--prompts FILE]
 
-Generates videos for Shapes World prompts of the train distribution (clips the run never saw)
-and of the held-out (colour, shape) pairs, reads each back with the probe, and writes
+`--suite default` runs the held-out prompt suite (`eval_suite.py`, sora_jax/eval_suite.jsonl):
+one prompt set per category (every attribute value, held-out compositions, multi-object,
+occlusion) with each row's own seed and FVD against the very clips the rows caption, and every
+task on the suite's held-out clips; `--num_prompts` / `--num_task_clips` cap each category /
+task. `--suite FILE` runs another file of that format.
+
+Without it, eval generates videos for Shapes World prompts of the train distribution (clips the
+run never saw) and of the held-out (colour, shape) pairs, reads each back with the probe, and writes
 D/report.json (adherence overall and per attribute for each prompt set, each set's FVD against
 the real clips its prompts caption, per-video rows, settings, timings), every video as a GIF, a
 grid GIF per set, and D/index.html: a gallery with every video playing inline beside its prompt,
@@ -25,6 +31,7 @@ import json
 import pathlib
 import time
 
+import numpy as np
 from absl import flags
 
 from sora_jax import (
@@ -33,6 +40,7 @@ from sora_jax import (
     compare,
     dit_lib,
     eval_lib,
+    eval_suite,
     probe_eval,
     prompt_files,
     task_eval,
@@ -47,12 +55,17 @@ _START = {"train": lambda data: data.num_clips, "heldout": lambda data: 0}
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A `sora-jax train` workdir.")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where report.json and the grids go.")
 _PROMPTS = flags.DEFINE_string("prompts", None, 'A jsonl file of {"prompt": ...} to evaluate.')
+_SUITE = flags.DEFINE_string(
+    "suite", None, "A prompt suite jsonl (eval_suite.py); 'default': the held-out suite shipped."
+)
 _SPLITS = flags.DEFINE_multi_enum("splits", list(SPLITS), SPLITS, "Prompt sets (no --prompts).")
 _NUM_PROMPTS = flags.DEFINE_integer("num_prompts", 100, "Prompts per set (no --prompts).")
 _STEPS = flags.DEFINE_integer("steps", 25, "Sampler steps.")
 _CFG = flags.DEFINE_float("cfg", 4.0, "Classifier-free guidance scale (1 = none).")
 _SAMPLER = flags.DEFINE_enum("sampler", "euler", samplers.METHODS, "ODE solver.")
-_SEED = flags.DEFINE_integer("seed", 0, "Noise seed of the first batch (then +1 a batch).")
+_SEED = flags.DEFINE_integer(
+    "seed", 0, "Added to every video's noise seed (prompt i of a built-in set: seed + i)."
+)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Videos sampled at once.")
 _GRID = flags.DEFINE_integer("grid", 16, "Videos in each set's grid GIF (0: none).")
 _TASKS = flags.DEFINE_string(
@@ -73,14 +86,16 @@ _SIZES = flags.DEFINE_list(
     "sizes",
     [],
     "Text-to-video sizes FRAMESxHEIGHTxWIDTH (e.g. 17x64x64,17x48x80,17x96x96), each evaluating "
-    "every prompt set; default: the run's first training size.",
+    "every prompt set; default: the run's first training size (the suite's clip size with "
+    "--suite).",
 )
 
 
-def video_sizes(pipe: dit_lib.Pipeline) -> list[tuple[int, int, int]]:
-    """--sizes parsed and checked against the VAE and patch factors (default: training size)."""
+def video_sizes(pipe: dit_lib.Pipeline, suite: list[dict] | None) -> list[tuple[int, int, int]]:
+    """--sizes parsed and checked against the VAE and patch factors (default: the suite's clip
+    size, else the training size)."""
     if not _SIZES.value:
-        return [tuple(pipe.config.data.sizes[0])]
+        return [eval_suite.size_of(suite) if suite else tuple(pipe.config.data.sizes[0])]
     sizes = []
     for text in _SIZES.value:
         try:
@@ -115,12 +130,37 @@ def task_names(pipe: dit_lib.Pipeline) -> list[str]:
     return [t for t in task_eval.TASKS if t in trained or t in ("v2v", "multi_shot")]
 
 
-def prompt_sets(pipe: dit_lib.Pipeline) -> dict[str, list[str]]:
-    """{set name: prompts} from --prompts, or the probe's train / held-out sets."""
+def suite_rows() -> list[dict] | None:
+    """The rows of --suite ('default': the shipped held-out suite), or None."""
+    if not _SUITE.value:
+        return None
     if _PROMPTS.value:
-        return {"prompts": [e["prompt"] for e in prompt_files.read_prompts(_PROMPTS.value)]}
+        raise cli.UserError("--suite and --prompts are alternatives; pass one")
+    return eval_suite.load(suite_path())
+
+
+def suite_path():
+    return eval_suite.SUITE_FILE if _SUITE.value == "default" else _SUITE.value
+
+
+def prompt_sets(pipe: dit_lib.Pipeline, suite: list[dict] | None) -> dict:
+    """{set name: PromptSet} from --suite (a set a category), --prompts, or the probe's train /
+    held-out sets."""
     if _NUM_PROMPTS.value < 1:
         raise cli.UserError(f"--num_prompts must be at least 1, got {_NUM_PROMPTS.value}")
+    if suite:
+        t2v, _ = eval_suite.groups(suite, _NUM_PROMPTS.value)
+        return {
+            category: probe_eval.PromptSet(
+                [r["prompt"] for r in rows], [r["seed"] + _SEED.value for r in rows]
+            )
+            for category, rows in t2v.items()
+        }
+    if _PROMPTS.value:
+        entries = prompt_files.read_prompts(_PROMPTS.value)
+        return {
+            "prompts": probe_eval.PromptSet.numbered([e["prompt"] for e in entries], _SEED.value)
+        }
     data = pipe.config.data
     if data.source != "shapes_world":
         raise cli.UserError(
@@ -128,16 +168,56 @@ def prompt_sets(pipe: dit_lib.Pipeline) -> dict[str, list[str]]:
             "Shapes World's; pass --prompts"
         )
     return {
-        split: probe_eval.probe_prompts(data, split, _NUM_PROMPTS.value, _START[split](data))
+        split: probe_eval.PromptSet.numbered(
+            probe_eval.probe_prompts(data, split, _NUM_PROMPTS.value, _START[split](data)),
+            _SEED.value,
+        )
         for split in _SPLITS.value
     }
 
 
-def reference_clips(pipe: dit_lib.Pipeline) -> dict:
-    """{set: size -> real clips} for FVD: the very clips whose captions are the set's prompts,
-    rendered at the size evaluated (none for --prompts)."""
+def task_clips(pipe: dit_lib.Pipeline, tasks: list[str], suite: list[dict] | None) -> dict:
+    """{task: TaskClips}: the suite's clips of each task, or the run world's held-out clips."""
+    if not tasks:
+        return {}
+    if _NUM_TASK_CLIPS.value < 1:
+        raise cli.UserError(f"--num_task_clips must be at least 1, got {_NUM_TASK_CLIPS.value}")
+    if not suite:
+        if pipe.config.data.source != "shapes_world":
+            raise cli.UserError("--tasks runs on Shapes World clips; the run trained on other data")
+        return task_eval.default_clips(pipe.config.data, tasks, _NUM_TASK_CLIPS.value, _SEED.value)
+    _, by_task = eval_suite.groups(suite, _NUM_TASK_CLIPS.value)
+    clips = {}
+    for task in tasks:
+        rows = by_task.get(task)
+        if not rows:
+            raise cli.UserError(f"the suite has no clips for task {task!r}; pass --tasks")
+        with cli.user_errors(ValueError):
+            given = [eval_suite.clip(r) for r in rows]
+        clips[task] = task_eval.TaskClips(
+            np.stack([c["video"] for c in given]),
+            [c["caption"] for c in given],
+            [r["seed"] + _SEED.value for r in rows],
+            [c["labels"] for c in given],
+        )
+    return clips
+
+
+def reference_clips(pipe: dit_lib.Pipeline, suite: list[dict] | None) -> dict:
+    """{set: size -> real clips or None} for FVD: the very clips whose captions are the set's
+    prompts, rendered at the size evaluated (a suite's only at its clip size; none for
+    --prompts)."""
     if _PROMPTS.value or not _FVD.value:
         return {}
+    if suite:
+        t2v, _ = eval_suite.groups(suite, _NUM_PROMPTS.value)
+
+        def suite_clips(rows, size):
+            if size != eval_suite.size_of(rows):
+                return None
+            return np.stack([eval_suite.clip(r)["video"] for r in rows])
+
+        return {category: functools.partial(suite_clips, rows) for category, rows in t2v.items()}
     data = pipe.config.data
 
     def clips(split, size):
@@ -161,22 +241,20 @@ def main(argv):
         raise cli.UserError("--checkpoint and --out_dir are required")
     if _STEPS.value < 1 or _BATCH_SIZE.value < 1:
         raise cli.UserError("--steps and --batch_size must be at least 1")
+    suite = suite_rows()
     start = time.perf_counter()
     with cli.user_errors(checkpoints.CheckpointError, FileNotFoundError):
         pipe = dit_lib.load_pipeline(_CHECKPOINT.value)
     load_s = time.perf_counter() - start
-    sets = prompt_sets(pipe)
-    tasks = task_names(pipe)
-    if tasks and pipe.config.data.source != "shapes_world":
-        raise cli.UserError("--tasks runs on Shapes World clips; the run trained on other data")
-    if tasks and _NUM_TASK_CLIPS.value < 1:
-        raise cli.UserError(f"--num_task_clips must be at least 1, got {_NUM_TASK_CLIPS.value}")
-    sizes = video_sizes(pipe)
+    sets = prompt_sets(pipe, suite)
+    clips = task_clips(pipe, task_names(pipe), suite)
+    sizes = video_sizes(pipe, suite)
     with cli.user_errors(ValueError):
-        safety = prompt_policy.enforce([p for prompts in sets.values() for p in prompts])
-        for prompts in sets.values():
-            pipe.embed(prompts)  # tokenizes: an empty prompt fails here, before any sampling
-            probe_eval.check_parsable(prompts)
+        prompts = [p for s in sets.values() for p in s.prompts]
+        safety = prompt_policy.enforce(prompts + [c for g in clips.values() for c in g.captions])
+        for prompt_set in sets.values():
+            pipe.embed(prompt_set.prompts)  # tokenizes: an empty prompt fails here, not later
+            probe_eval.check_parsable(prompt_set.prompts)
 
     settings = eval_lib.Settings(
         sizes=tuple(sizes),
@@ -189,12 +267,19 @@ def main(argv):
         num_task_clips=_NUM_TASK_CLIPS.value,
         strength=_STRENGTH.value,
         fvd=_FVD.value,
+        suite=str(
+            pathlib.Path(
+                eval_suite.SUITE_FILE if _SUITE.value == "default" else _SUITE.value
+            ).resolve()
+        )
+        if suite
+        else "",
     )
     checkpoint = str(pathlib.Path(_CHECKPOINT.value).resolve())
     out_dir = pathlib.Path(_OUT_DIR.value)
     eval_lib.evaluate(
-        pipe, sets, tasks, settings, out_dir, checkpoint=checkpoint, safety=safety,
-        references=reference_clips(pipe), timings={"load": round(load_s, 3)},
+        pipe, sets, clips, settings, out_dir, checkpoint=checkpoint, safety=safety,
+        references=reference_clips(pipe, suite), timings={"load": round(load_s, 3)},
     )  # fmt: skip
     print(f"report in {out_dir / 'report.json'}, gallery in {out_dir / 'index.html'}")
 

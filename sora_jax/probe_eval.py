@@ -6,6 +6,7 @@ pool every prompted attribute over all videos (correct / prompted), per attribut
 exactly as the probe scores one video.
 """
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import ml_collections
@@ -55,26 +56,41 @@ def summarize(readings: Sequence[dict]) -> dict:
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class PromptSet:
+    """Prompts to generate, each with its own noise seed."""
+
+    prompts: list[str]
+    seeds: list[int]
+
+    @classmethod
+    def numbered(cls, prompts: Sequence[str], seed: int = 0) -> "PromptSet":
+        """Prompt i gets seed `seed + i`."""
+        return cls(list(prompts), [seed + i for i in range(len(prompts))])
+
+
 def evaluate(
-    generate: Callable[[list[str], int], np.ndarray],
-    prompts: Sequence[str],
+    generate: Callable[[list[str], list[int]], np.ndarray],
+    prompts: PromptSet,
     *,
     batch_size: int,
-    seed: int = 0,
     desc: str = "t2v probe",
 ) -> tuple[dict, list[dict], np.ndarray]:
     """Generates every prompt in batches and probes it.
 
-    `generate(prompts, seed)` returns uint8 videos [B, T, H, W, 3]; batch `i` uses `seed + i`.
+    `generate(prompts, seeds)` returns uint8 videos [B, T, H, W, 3], one seed a prompt.
     Returns (summary, per-video rows, the videos).
     """
-    if not prompts:
+    if not prompts.prompts:
         raise ValueError("no prompts to evaluate")
+    if len(prompts.seeds) != len(prompts.prompts):
+        raise ValueError(f"{len(prompts.prompts)} prompts but {len(prompts.seeds)} seeds")
     readings, videos = [], []
-    with tqdm(total=len(prompts), desc=desc, unit="video") as progress:
-        for i, start in enumerate(range(0, len(prompts), batch_size)):
-            batch = list(prompts[start : start + batch_size])
-            for video, prompt in zip(generate(batch, seed + i), batch, strict=True):
+    with tqdm(total=len(prompts.prompts), desc=desc, unit="video") as progress:
+        for start in range(0, len(prompts.prompts), batch_size):
+            batch = prompts.prompts[start : start + batch_size]
+            seeds = prompts.seeds[start : start + batch_size]
+            for video, prompt in zip(generate(batch, seeds), batch, strict=True):
                 readings.append(probe.probe(video, prompt))
                 videos.append(video)
             progress.update(len(batch))
@@ -85,7 +101,7 @@ def evaluate(
             "attributes": r["attributes"],
             "reading": probe.describe(r),
         }
-        for p, r in zip(prompts, readings, strict=True)
+        for p, r in zip(prompts.prompts, readings, strict=True)
     ]
     return summarize(readings), rows, np.stack(videos)
 

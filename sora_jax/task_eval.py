@@ -22,6 +22,7 @@ on) and their captions, and is scored on what it generates:
   (the VAE's temporal factor in pixel frames) of the clip's.
 """
 
+import dataclasses
 import json
 import re
 
@@ -38,9 +39,6 @@ TASKS = (
     "long_video",
 )  # fmt: skip
 LONG_WINDOWS = 4  # windows of a `long_video` (17-frame clips: 53 frames)
-_MULTI_SHOT_ONLY = scenes.SceneMix(
-    two_objects=0.0, three_objects=0.0, occlusion=0.0, multi_shot=1.0
-)
 SEAM_RATIO = 1.5
 IDENTITY = ("color", "shape", "size")
 HEADLINE = (
@@ -79,7 +77,7 @@ def multi_shot_clips(data, num: int):
         split="heldout",
         seed=data.world_seed,
         sizes=(tuple(data.sizes[0]),),
-        mix=_MULTI_SHOT_ONLY,
+        mix=scenes.only("multi_shot"),
     )
     clips = [source[i] for i in range(num)]
     return (
@@ -208,25 +206,44 @@ def summarize(task: str, rows: list[dict]) -> dict:
     return summary
 
 
-def evaluate_tasks(pipe, task_names, num_clips: int, *, sample, batch_size, strength=0.7):
-    """{task: (summary, rows, outputs)} on `num_clips` held-out clips a task (multi-shot ones
-    for `multi_shot`)."""
-    data = pipe.config.data
-    results = {}
+@dataclasses.dataclass(frozen=True)
+class TaskClips:
+    """The given clips of one task: uint8 videos [B, T, H, W, 3], their captions, a noise seed
+    each, and their Shapes World labels (`multi_shot` reads the true cuts from them)."""
+
+    videos: np.ndarray
+    captions: list[str]
+    seeds: list[int]
+    labels: list[dict]
+
+
+def default_clips(data, task_names, num_clips: int, seed: int = 0) -> dict[str, TaskClips]:
+    """{task: the first `num_clips` held-out clips of the run's world} (multi-shot ones for
+    `multi_shot`); clip i gets seed `seed + i`."""
+    seeds = [seed + i for i in range(num_clips)]
+    clips = {}
     for task in task_names:
         if task == "multi_shot":
             videos, captions, labels = multi_shot_clips(data, num_clips)
+            clips[task] = TaskClips(videos, captions, seeds, labels)
         else:
             videos, captions = probe_eval.probe_clips(data, "heldout", num_clips)
-            labels = [None] * num_clips
+            clips[task] = TaskClips(videos, captions, seeds, [None] * num_clips)
+    return clips
+
+
+def evaluate_tasks(pipe, clips: dict[str, TaskClips], *, sample, batch_size, strength=0.7):
+    """{task: (summary, rows, outputs)} of each task on its clips; `sample` without a seed."""
+    results = {}
+    for task, given in clips.items():
         rows, outputs = [], []
-        batches = range(0, len(videos), batch_size)
-        for i, start in enumerate(tqdm(batches, desc=task, unit="batch")):
+        batches = range(0, len(given.videos), batch_size)
+        for start in tqdm(batches, desc=task, unit="batch"):
             part = slice(start, start + batch_size)
-            seeded = {**sample, "seed": sample["seed"] + i}
             out, part_rows = run_task(
-                pipe, task, videos[part], captions[part], sample=seeded, strength=strength,
-                labels=labels[part],
+                pipe, task, given.videos[part], given.captions[part],
+                sample={**sample, "seed": given.seeds[part]}, strength=strength,
+                labels=given.labels[part],
             )  # fmt: skip
             outputs.append(out)
             rows += part_rows

@@ -3,7 +3,8 @@
 Each function takes a `dit_lib.Pipeline`, B prompts and uint8 frames [B, T, H, W, 3] (an image
 is one frame), and returns the finished uint8 videos [B, T', H, W, 3], given frames included
 where the task keeps them. The conditioning itself (head frames in place, tail frames appended)
-is `tasks.py`; `sample` holds the sampler settings: dict(steps=..., cfg=..., seed=..., method=...).
+is `tasks.py`; `sample` holds the sampler settings: dict(steps=..., cfg=..., seed=..., method=...),
+the seed an int for the batch or one a prompt (`Pipeline.generate`).
 
 `context` is the run's `config.tasks.context` (latent frames); an extension overlaps the given
 video by `1 + r (context - 1)` pixel frames, r being the VAE's temporal factor.
@@ -13,6 +14,8 @@ import numpy as np
 from tqdm import tqdm
 
 from sora_jax import tasks
+
+WINDOW_SEED_STRIDE = 1_000_000  # a long video's window i samples with seed + i * this
 
 
 def context_frames(pipe) -> int:
@@ -94,6 +97,7 @@ def long_video(pipe, prompts, *, frames, window, height, width, sample, images=N
 
     Each window continues from the last `context_frames` frames of the video so far, so the
     DiT's memory is that of one window whatever the length; only the uint8 result grows.
+    Window i > 0 samples with seed(s) + i * WINDOW_SEED_STRIDE, apart from other videos' seeds.
     """
     if images is None:
         size = dict(frames=window, height=height, width=width)
@@ -103,7 +107,7 @@ def long_video(pipe, prompts, *, frames, window, height, width, sample, images=N
     step = window - context_frames(pipe)
     windows = max(0, -(-(frames - videos.shape[1]) // step))
     for i in tqdm(range(windows), desc="long video", unit="window", disable=windows < 2):
-        seeded = {**sample, "seed": sample["seed"] + i + 1}
+        seeded = {**sample, "seed": np.asarray(sample["seed"]) + (i + 1) * WINDOW_SEED_STRIDE}
         videos = extend(pipe, prompts, videos, direction="forward", frames=window, sample=seeded)
     return videos[:, :frames]
 

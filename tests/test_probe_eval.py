@@ -20,17 +20,19 @@ def test_ground_truth_videos_score_near_one_and_blank_videos_score_low(split):
     renders = _renders(split, 12)
     assert set(prompts) <= set(renders)  # the same clips as the world renders
 
-    def truth(batch, seed):
+    def truth(batch, seeds):
         return np.stack([renders[p] for p in batch])
 
-    summary, rows, videos = probe_eval.evaluate(truth, prompts, batch_size=5)
+    summary, rows, videos = probe_eval.evaluate(
+        truth, probe_eval.PromptSet.numbered(prompts), batch_size=5
+    )
     assert summary["num_videos"] == len(rows) == len(videos) == 12
     assert summary["adherence"] >= 0.95 and summary["attributes"]["color"] == 1.0
 
-    def blank(batch, seed):
+    def blank(batch, seeds):
         return np.zeros((len(batch), 17, 64, 64, 3), np.uint8)
 
-    summary, _, _ = probe_eval.evaluate(blank, prompts, batch_size=5)
+    summary, _, _ = probe_eval.evaluate(blank, probe_eval.PromptSet.numbered(prompts), batch_size=5)
     assert summary["attributes"]["color"] == 0.0 and summary["adherence"] < 0.5
 
 

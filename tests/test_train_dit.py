@@ -8,12 +8,8 @@ import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
-import optax
 import pytest
-from flax import linen as nn
 from PIL import Image
 
 from sora_jax import (
@@ -21,16 +17,16 @@ from sora_jax import (
     checkpoints,
     config_lib,
     dit_lib,
+    eval_suite,
     export_lib,
     provenance,
+    task_eval,
     train,
-    train_lib,
     train_vae,
     vae_lib,
 )
 from sora_jax.data import latent_cache, sources
 from sora_jax.metric_writers import read_metrics
-from sora_jax.text import encoders
 from sora_jax.video_io import read_video, write_video
 
 SIZES = ((9, 32, 32),)
@@ -159,47 +155,71 @@ def test_eval_reports_probe_adherence_per_set(runs, tmp_path):
     out_dir = tmp_path / "eval"
     proc = _command(
         "sora_jax.evaluate", f"--checkpoint={straight}", f"--out_dir={out_dir}",
-        "--num_prompts=3", "--batch_size=2", "--steps=2", "--grid=2", "--num_task_clips=2",
-        "--sizes=9x32x32,5x32x48",
+        "--suite=default", "--num_prompts=2", "--tasks=i2v,multi_shot", "--num_task_clips=1",
+        "--batch_size=4", "--steps=2", "--grid=2", "--sizes=17x64x64,5x32x48",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out_dir / "report.json").read_text())
-    sets = {f"{s}_{size}" for s in ("train", "heldout") for size in ("9x32x32", "5x32x48")}
-    assert set(report["t2v"]) == sets and report["step"] == 4
-    assert report["settings"]["sizes"] == [[9, 32, 32], [5, 32, 48]]
+    categories = ("attribute", "heldout_composition", "multi_object", "occlusion")
+    assert list(report["t2v"]) == [f"{c}_{z}" for z in ("17x64x64", "5x32x48") for c in categories]
+    assert report["step"] == 4 and report["settings"]["suite"].endswith("eval_suite.jsonl")
+    assert report["settings"]["sizes"] == [[17, 64, 64], [5, 32, 48]]
     assert report["settings"]["prompt_policy"] == "enforced"
-    for summary in report["t2v"].values():
-        assert summary["num_videos"] == 3 and 0.0 <= summary["adherence"] <= 1.0
+    suite = eval_suite.load()
+    for name, summary in report["t2v"].items():
+        assert summary["num_videos"] == 2 and 0.0 <= summary["adherence"] <= 1.0
         assert {"color", "shape", "size", "motion"} <= set(summary["attributes"])
-        assert summary["fvd"] > 0  # against the 3 real clips the prompts caption
-    # The run trained every task, so 'auto' evaluates all of them on 2 held-out clips each.
-    tasks = report["tasks"]
-    assert list(tasks) == [
-        "i2v", "extend_forward", "extend_backward", "interpolate", "loop", "v2v", "multi_shot",
-        "long_video",
-    ]  # fmt: skip
-    assert all(t["num_videos"] == 2 for t in tasks.values())
-    assert tasks["i2v"]["frame0_psnr"] > 0 and 0 <= tasks["loop"]["seams_continuous"] <= 1
-    assert tasks["interpolate"]["end_psnr"] > 0 and 0 <= tasks["extend_forward"]["identity"] <= 1
-    assert 0 <= tasks["multi_shot"]["cuts_ok"] <= 1
-    assert 0 <= tasks["long_video"]["seams_continuous"] <= 1
-    assert len(report["videos"]) == 12 + 16
-    assert (out_dir / "t2v_heldout_5x32x48.gif").stat().st_size > 0
-    assert (out_dir / "task_extend_backward.gif").stat().st_size > 0
+        # FVD against the suite's own clips, which exist at the suite's size only.
+        assert (summary["fvd"] > 0) if name.endswith("17x64x64") else ("fvd" not in summary)
+    rows = [r for r in report["videos"] if r["set"] == "occlusion_17x64x64"]
+    assert [r["prompt"] for r in rows] == [
+        r["prompt"] for r in suite if r["category"] == "occlusion"
+    ][:2]
+    assert "reappears" in report["t2v"]["occlusion_17x64x64"]["attributes"]
+    # Tasks on the suite's clips (two-shot ones for multi_shot, whose cuts come from labels).
+    assert list(report["tasks"]) == ["i2v", "multi_shot"]
+    assert report["tasks"]["i2v"]["frame0_psnr"] > 0
+    assert 0 <= report["tasks"]["multi_shot"]["cuts_ok"] <= 1
+    i2v = next(r for r in report["videos"] if r["set"] == "task_i2v")
+    assert i2v["prompt"] == next(r["prompt"] for r in suite if r.get("task") == "i2v")
+    assert len(report["videos"]) == 16 + 2
+    assert (out_dir / "t2v_attribute_5x32x48.gif").stat().st_size > 0
+    assert (out_dir / "task_multi_shot.gif").stat().st_size > 0
     # Every video is a file of its own, signed, and on the gallery page with its reading.
     page = (out_dir / "index.html").read_text()
     for row in report["videos"]:
         assert (out_dir / row["file"]).stat().st_size > 0 and f'src="{row["file"]}"' in page
         assert row["passed"] == (row["adherence"] == 1.0) and row["reading"]
     assert provenance.read(out_dir / report["videos"][-1]["file"])["state"] == "Valid"
-    assert page.count('class="card"') == 28 and "Conditioned tasks" in page
+    assert page.count('class="card"') == 18 and "Conditioned tasks" in page
     assert html.escape(report["videos"][0]["reading"]) in page
+
+    # Without --suite: the probe's held-out prompts at the training size with FVD against the
+    # clips they caption, and every task (the run trained them all: 'auto') on held-out clips
+    # of the run's world.
+    proc = _command(
+        "sora_jax.evaluate", f"--checkpoint={straight}", f"--out_dir={tmp_path}/heldout",
+        "--splits=heldout", "--num_prompts=2", "--num_task_clips=1", "--batch_size=4",
+        "--steps=2", "--grid=0",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    heldout = json.loads((tmp_path / "heldout" / "report.json").read_text())
+    assert list(heldout["t2v"]) == ["heldout"] and heldout["t2v"]["heldout"]["fvd"] > 0
+    tasks = heldout["tasks"]
+    assert list(tasks) == list(task_eval.TASKS) and all(
+        t["num_videos"] == 1 for t in tasks.values()
+    )
+    assert tasks["i2v"]["frame0_psnr"] > 0 and 0 <= tasks["loop"]["seams_continuous"] <= 1
+    assert tasks["interpolate"]["end_psnr"] > 0 and 0 <= tasks["extend_forward"]["identity"] <= 1
+    assert 0 <= tasks["multi_shot"]["cuts_ok"] <= 1
+    assert 0 <= tasks["long_video"]["seams_continuous"] <= 1
+    assert (tmp_path / "heldout" / "index.html").read_text().count('class="card"') == 2 + 8
     proc = _command(
         "sora_jax.evaluate", f"--compare={out_dir},{out_dir}/report.json",
         f"--out_dir={tmp_path}/compare",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "t2v heldout_5x32x48: FVD" in proc.stdout and "(+0.000)" in proc.stdout
+    assert "t2v attribute_17x64x64: FVD" in proc.stdout and "(+0.000)" in proc.stdout
     assert (tmp_path / "compare" / "compare.html").exists()
 
     prompts = tmp_path / "p.jsonl"
@@ -214,52 +234,12 @@ def test_eval_reports_probe_adherence_per_set(runs, tmp_path):
         "--sizes=9x30x32",
     )  # fmt: skip
     assert proc.returncode == 2 and "multiples of" in proc.stderr, proc.stderr
+    proc = _command(
+        "sora_jax.evaluate", f"--checkpoint={straight}", f"--out_dir={tmp_path}/bad",
+        "--suite=default", f"--prompts={prompts}",
+    )  # fmt: skip
+    assert proc.returncode == 2 and "alternatives" in proc.stderr, proc.stderr
     assert not (tmp_path / "bad").exists()
-
-
-def test_flow_loss_overfits_a_few_latents():
-    """A hundred steps on two fixed latents must really drive the rectified-flow loss down."""
-    config = config_lib.load_config("configs/dit_tiny.py:variant=micro/1x2x2")
-    text = encoders.make_text_encoder(
-        ml_collections.ConfigDict(dict(name="small", width=32, depth=1, heads=2, max_length=8))
-    )
-    model = dit_lib.make_model(config.model)
-    latent = jax.random.normal(jax.random.key(0), (2, 3, 4, 4, 8))
-    tokens = text.tokenizer(["a red circle", "a blue square"])
-    batch = {"latent": latent, "text_ids": tokens["ids"], "text_mask": tokens["mask"]}
-    stats = (np.zeros(8, np.float32), np.ones(8, np.float32))
-    diffusion = ml_collections.ConfigDict(config.diffusion.to_dict())
-    diffusion.text_dropout = 0.0
-    loss_fn = dit_lib.make_loss_fn(model, text, diffusion, stats)
-    params = nn.unbox(dit_lib.init_params(model, text, latent.shape, jax.random.key(1)))
-    optimizer = optax.adam(5e-3)
-    step = jax.jit(train_lib.make_train_step(loss_fn, optimizer))
-    state = train_lib.create_train_state(params, optimizer)
-    eval_rngs = jax.random.split(jax.random.key(9), 8)
-    held_out_loss = jax.jit(
-        lambda p: jnp.mean(jax.vmap(lambda r: loss_fn(p, batch, r)[0])(eval_rngs))
-    )
-    before = float(held_out_loss(state.params))
-    for _ in range(100):
-        state, _ = step(state, batch, jax.random.key(2))
-    after = float(held_out_loss(state.params))
-    assert after < 0.7 * before  # measured: 1.94 -> 1.19, (before, after)
-
-
-def test_ema_warms_up():
-    """Step 0 uses decay 1/10 (the EMA follows the params early); later steps approach 0.999."""
-    params = {"w": jnp.ones(3)}
-    optimizer = optax.sgd(1.0)
-    step = dit_lib.make_train_step(lambda p, b, r, s: (jnp.sum(p["w"]), {}), optimizer, 0.999)
-    state = dit_lib.create_state(params, optimizer)
-    state, _ = step(state, None, jax.random.key(0))  # params: 1 -> 0
-    np.testing.assert_allclose(state.ema["w"], 0.1 * 1.0 + 0.9 * 0.0, rtol=1e-6)
-    state = state.replace(step=jnp.asarray(10**6, jnp.int32))
-    before = state.ema["w"]
-    state, _ = step(state, None, jax.random.key(0))
-    np.testing.assert_allclose(
-        state.ema["w"], 0.999 * before + 0.001 * state.params["w"], rtol=1e-6
-    )
 
 
 def test_latent_cache_holds_tails_encoded_alone(runs):

@@ -28,6 +28,17 @@ class SceneMix:
 
 
 DEFAULT_MIX = SceneMix()
+KINDS = ("single", "two", "three", "occlusion", "multi_shot")
+
+
+def only(kind: str) -> SceneMix:
+    """The mix that draws scenes of one kind (`KINDS`); "default" is `DEFAULT_MIX`."""
+    if kind == "default":
+        return DEFAULT_MIX
+    if kind not in KINDS:
+        raise ValueError(f"unknown scene kind {kind!r}; expected 'default' or one of {KINDS}")
+    fields = ("two_objects", "three_objects", "occlusion", "multi_shot")
+    return SceneMix(**{f: float(kind == k) for f, k in zip(fields, KINDS[1:], strict=True)})
 
 
 def sample_scene(
@@ -42,7 +53,7 @@ def sample_scene(
     check_clip_geometry(frames, height, width)
     pairs = vocab.allowed_pairs(split)
     kind = rng.choice(
-        ["single", "two", "three", "occlusion", "multi_shot"],
+        KINDS,
         p=_kind_probabilities(mix, frames, height, width),
     )
     if kind == "multi_shot":

@@ -22,10 +22,14 @@ def generate_clip(
     height: int = 64,
     width: int = 64,
     mix: scenes.SceneMix = scenes.DEFAULT_MIX,
+    draw: bool = True,
 ) -> dict:
-    """One clip: `video` uint8 [T,H,W,3], `caption`, `detailed_caption`, `labels` (dict)."""
+    """One clip: `video` uint8 [T,H,W,3], `caption`, `detailed_caption`, `labels` (dict);
+    `draw=False`: only its `caption` and `labels`, without drawing it."""
     rng = np.random.default_rng([seed, vocab.SPLIT_IDS[split], index])
     labels = scenes.sample_scene(rng, split, frames, height, width, mix)
+    if not draw:
+        return {"caption": captions.short_caption(labels), "labels": labels}
     return {
         "video": render.render_clip(labels, frames, height, width),
         "caption": captions.short_caption(labels),
