@@ -206,9 +206,13 @@ def write_video(path, frames, *, fps: float, generation: dict, source_type: str 
         info = c2pa.C2paSignerInfo(
             getattr(c2pa.C2paSigningAlg, creds.alg.upper()), creds.chain_pem, creds.key_pem, None
         )
+        # No thumbnail in the manifest: c2pa renders one by decoding the whole file, which took
+        # 2.5 s of a 2.8 s signed 17x64x64 GIF here (0.02 s without it).
+        settings = c2pa.Settings.from_dict({"builder": {"thumbnail": {"enabled": False}}})
         with (
             c2pa.Signer.from_info(info) as signer,
-            c2pa.Builder(manifest(path.name, generation, source_type)) as builder,
+            c2pa.Context(settings) as context,
+            c2pa.Builder(manifest(path.name, generation, source_type), context=context) as builder,
         ):
             builder.sign_file(unsigned, signed, signer)
         os.replace(signed, path)
