@@ -222,14 +222,15 @@ def default_clips(data, task_names, num_clips: int, seed: int = 0) -> dict[str, 
     `multi_shot`); clip i gets seed `seed + i`."""
     seeds = [seed + i for i in range(num_clips)]
     clips = {}
-    for task in task_names:
-        if task == "multi_shot":
-            videos, captions, labels = multi_shot_clips(data, num_clips)
-            clips[task] = TaskClips(videos, captions, seeds, labels)
-        else:
-            videos, captions = probe_eval.probe_clips(data, "heldout", num_clips)
-            clips[task] = TaskClips(videos, captions, seeds, [None] * num_clips)
-    return clips
+    if "multi_shot" in task_names:
+        videos, captions, labels = multi_shot_clips(data, num_clips)
+        clips["multi_shot"] = TaskClips(videos, captions, seeds, labels)
+    others = [t for t in task_names if t != "multi_shot"]
+    if others:  # every other task is given the same clips: rendered once
+        videos, captions = probe_eval.probe_clips(data, "heldout", num_clips)
+        heldout = TaskClips(videos, captions, seeds, [None] * num_clips)
+        clips.update({task: heldout for task in others})
+    return {task: clips[task] for task in task_names}
 
 
 def evaluate_tasks(pipe, clips: dict[str, TaskClips], *, sample, batch_size, strength=0.7):
