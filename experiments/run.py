@@ -4,7 +4,9 @@
 
 An experiment is a directory with `sweep.py` (big_vision's sweep style): `BASE` (a config
 string for `sora-jax train`), `COMMON` (config overrides every arm shares), `EVAL` (arguments
-of `sora-jax eval`) and `get_sweep()`, one dict of overrides an arm with a "name". Each arm
+of `sora-jax eval`), `get_sweep()`, one dict of overrides an arm with a "name" ("{root}" in a
+value is ROOT; "extra_evals": {name: more eval arguments} evaluates the arm again), and
+optionally `prepare(root)`, run first (data the arms train on). Each arm
 trains in ROOT/<name> with the project's own command (resuming when it was interrupted) and is
 evaluated into ROOT/eval_<name> (skipped when its report exists); ROOT/compare.html sets the
 arms side by side, and <experiment>/RESULTS.md gets a table of each arm's held-out adherence,
@@ -38,8 +40,27 @@ def load_sweep(experiment: pathlib.Path):
     return module
 
 
+_NOT_OVERRIDES = ("name", "extra_evals")
+
+
+def overrides_of(arm: dict, root: pathlib.Path) -> dict:
+    """The arm's config overrides, "{root}" in a value replaced by the experiment's root."""
+    return {
+        k: v.format(root=root) if isinstance(v, str) else v
+        for k, v in arm.items()
+        if k not in _NOT_OVERRIDES
+    }
+
+
+def evaluations(sweep, arm: dict) -> dict[str, list[str]]:
+    """{eval name: eval arguments}: the arm's own, then its "extra_evals"."""
+    return {arm["name"]: sweep.EVAL} | {
+        name: [*sweep.EVAL, *extra] for name, extra in arm.get("extra_evals", {}).items()
+    }
+
+
 def train_command(sweep, arm: dict, root: pathlib.Path) -> list[str]:
-    overrides = {**sweep.COMMON, **{k: v for k, v in arm.items() if k != "name"}}
+    overrides = {**sweep.COMMON, **overrides_of(arm, root)}
     # Every arm encodes the same clips with the same VAE: one latent cache for all.
     overrides.setdefault("latent_cache_dir", str(root / "latent_cache"))
     return [
@@ -48,10 +69,10 @@ def train_command(sweep, arm: dict, root: pathlib.Path) -> list[str]:
     ]  # fmt: skip
 
 
-def eval_command(sweep, arm: dict, root: pathlib.Path) -> list[str]:
+def eval_command(arm: dict, root: pathlib.Path, name: str, args: list[str]) -> list[str]:
     return [
         sys.executable, "-m", "sora_jax.evaluate", f"--checkpoint={root / arm['name']}",
-        f"--out_dir={root / ('eval_' + arm['name'])}", *sweep.EVAL,
+        f"--out_dir={root / ('eval_' + name)}", *args,
     ]  # fmt: skip
 
 
@@ -74,29 +95,39 @@ def training_summary(workdir: pathlib.Path) -> dict:
     }
 
 
+def eval_runs(sweep) -> list[tuple[dict, str, list[str]]]:
+    """(arm, eval name, eval arguments) of every evaluation of the experiment."""
+    return [(a, n, args) for a in sweep.get_sweep() for n, args in evaluations(sweep, a).items()]
+
+
 def results_table(sweep, root: pathlib.Path) -> str:
     arms = sweep.get_sweep()
     reports = {
-        a["name"]: json.loads((root / f"eval_{a['name']}" / "report.json").read_text())
-        for a in arms
+        name: json.loads((root / f"eval_{name}" / "report.json").read_text())
+        for _, name, _ in eval_runs(sweep)
     }
     training = {a["name"]: training_summary(root / a["name"]) for a in arms}
     sets = list(next(iter(reports.values()))["t2v"])
     header = ["arm", "overrides", "DiT params", "sec/step", "final loss"] + [
         f"{s} adherence" for s in sets
     ]
-    header += [f"{s} FVD" for s in sets]
+    fvd_sets = [s for s in sets if any("fvd" in r["t2v"][s] for r in reports.values())]
+    header += [f"{s} FVD" for s in fvd_sets]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for arm in arms:
-        name, report, train = arm["name"], reports[arm["name"]], training[arm["name"]]
-        overrides = ", ".join(f"`{k}={v}`" for k, v in arm.items() if k != "name")
+    for arm, name, args in eval_runs(sweep):
+        report, train = reports[name], training[arm["name"]]
+        overrides = ", ".join(f"`{k}={v}`" for k, v in overrides_of(arm, root).items())
+        overrides += "".join(f", eval `{a}`" for a in args if a not in sweep.EVAL)
         cells = [name, overrides, f"{train['params']:,}", f"{train['sec_per_step']:.2f}"]
         cells.append(f"{train['final_loss']:.3f}")
         cells += [f"{report['t2v'][s]['adherence']:.1%}" for s in sets]
-        cells += [f"{report['t2v'][s].get('fvd', float('nan')):.0f}" for s in sets]
+        cells += [f"{report['t2v'][s].get('fvd', float('nan')):.0f}" for s in fvd_sets]
         lines.append("| " + " | ".join(cells) + " |")
     commands = [" ".join(["python", *train_command(sweep, a, root)[1:]]) for a in arms]
-    commands += [" ".join(["python", *eval_command(sweep, a, root)[1:]]) for a in arms]
+    commands += [
+        " ".join(["python", *eval_command(a, root, name, args)[1:]])
+        for a, name, args in eval_runs(sweep)
+    ]
     steps = sorted({t["steps"] for t in training.values()})
     intro = f"Trained steps: {steps}. Every metric side by side: `{root}/compare.html`."
     return "\n".join([BEGIN, intro, "", *lines, "", "Commands:", "```", *commands, "```", END])
@@ -121,11 +152,14 @@ def main():
     sweep = load_sweep(args.experiment)
     root = args.root or pathlib.Path("workdirs") / f"exp_{args.experiment.name}"
     root.mkdir(parents=True, exist_ok=True)
+    if hasattr(sweep, "prepare"):
+        sweep.prepare(root)  # e.g. data the arms train on
     for arm in sweep.get_sweep():
         run(train_command(sweep, arm, root))
-        if not (root / f"eval_{arm['name']}" / "report.json").exists():
-            run(eval_command(sweep, arm, root))
-    reports = compare.load([root / f"eval_{a['name']}" for a in sweep.get_sweep()])
+        for name, args in evaluations(sweep, arm).items():
+            if not (root / f"eval_{name}" / "report.json").exists():
+                run(eval_command(arm, root, name, args))
+    reports = compare.load([root / f"eval_{name}" for _, name, _ in eval_runs(sweep)])
     print(compare.text_table(reports))
     compare.write(reports, root)
     print(f"wrote {write_results(args.experiment, results_table(sweep, root))}")

@@ -11,8 +11,8 @@ import sys
 
 from absl import app
 
-# subcommand -> module with `main(argv)`; None = belongs to a later milestone (issue number).
-COMMANDS: dict[str, str | int] = {
+# subcommand -> module with `main(argv)`.
+COMMANDS: dict[str, str] = {
     "data build": "sora_jax.data.build",
     "demo": "sora_jax.demo",
     "train-vae": "sora_jax.train_vae",
@@ -23,7 +23,8 @@ COMMANDS: dict[str, str | int] = {
     "plan": "sora_jax.plan",
     "verify": "sora_jax.verify",
     "export": "sora_jax.export",
-    "caption": 8,
+    "train-captioner": "sora_jax.train_captioner",
+    "caption": "sora_jax.caption",
 }
 
 
@@ -52,9 +53,7 @@ def run(main, argv: list[str] | None = None, name: str | None = None) -> None:
 
 def _usage() -> str:
     lines = ["usage: sora-jax <command> [--flags]", "", "commands:"]
-    for command, target in COMMANDS.items():
-        note = "" if isinstance(target, str) else f"  (not implemented yet: issue #{target})"
-        lines.append(f"  {command}{note}")
+    lines += [f"  {command}" for command in COMMANDS]
     lines.append("\n`sora-jax <command> --help` lists a command's flags.")
     return "\n".join(lines)
 
@@ -72,12 +71,5 @@ def main() -> None:
     else:
         print(f"sora-jax: error: unknown command {args[0]!r}\n\n{_usage()}", file=sys.stderr)
         sys.exit(2)
-    target = COMMANDS[command]
-    if not isinstance(target, str):
-        print(
-            f"sora-jax: error: `sora-jax {command}` is not implemented yet (issue #{target})",
-            file=sys.stderr,
-        )
-        sys.exit(2)
-    module = importlib.import_module(target)
+    module = importlib.import_module(COMMANDS[command])
     run(module.main, argv=[f"sora-jax {command}", *args[words:]], name=f"sora-jax {command}")

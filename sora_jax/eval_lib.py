@@ -35,6 +35,7 @@ class Settings:
     num_task_clips: int = 50
     strength: float = 0.7  # v2v
     fvd: bool = True  # for the sets given real reference clips
+    expand_prompt: bool = False  # the model read each prompt's expansion (prompt_expansion.py)
 
 
 def evaluate(

@@ -14,9 +14,12 @@ D/report.json (adherence overall and per attribute for each prompt set, each set
 the real clips its prompts caption, per-video rows, settings, timings), every video as a GIF, a
 grid GIF per set, and D/index.html: a gallery with every video playing inline beside its prompt,
 the probe's reading and pass/fail, under summary tables (`eval_lib.py`). `--prompts` replaces
-both sets with the prompts of a jsonl file (Shapes World grammar, since the probe parses them;
-no FVD then). `--sizes` runs every set at each given FRAMESxHEIGHTxWIDTH (aspect ratios and
-resolutions the run did or did not train on), reported as `<set>_<size>`.
+both sets with the prompts of a jsonl file (no FVD then): canonical Shapes World captions, or
+looser prompts that prompt expansion can read ("a tiny crimson ball heading left fast"), which
+the probe then scores on the attributes they state. `--expand_prompt` has the model read each
+prompt's expansion into a detailed caption (`prompt_expansion.py`) instead of the prompt.
+`--sizes` runs every set at each given FRAMESxHEIGHTxWIDTH (aspect ratios and resolutions the
+run did or did not train on), reported as `<set>_<size>`.
 
 `--tasks` also runs the conditioned tasks on held-out clips (`task_eval.py`: i2v frame-0 PSNR,
 seam continuity and identity for extension / interpolation / loops, v2v colour edits, cuts of
@@ -57,6 +60,12 @@ _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where report.json and the grids
 _PROMPTS = flags.DEFINE_string("prompts", None, 'A jsonl file of {"prompt": ...} to evaluate.')
 _SUITE = flags.DEFINE_string(
     "suite", None, "A prompt suite jsonl (eval_suite.py); 'default': the held-out suite shipped."
+)
+_EXPAND_PROMPT = flags.DEFINE_bool(
+    "expand_prompt",
+    False,
+    "Rewrite every prompt into a detailed caption first (prompt_expansion.py); the report "
+    "records each expansion and the choices it drew.",
 )
 _SPLITS = flags.DEFINE_multi_enum("splits", list(SPLITS), SPLITS, "Prompt sets (no --prompts).")
 _NUM_PROMPTS = flags.DEFINE_integer("num_prompts", 100, "Prompts per set (no --prompts).")
@@ -252,9 +261,9 @@ def main(argv):
     with cli.user_errors(ValueError):
         prompts = [p for s in sets.values() for p in s.prompts]
         safety = prompt_policy.enforce(prompts + [c for g in clips.values() for c in g.captions])
-        for prompt_set in sets.values():
-            pipe.embed(prompt_set.prompts)  # tokenizes: an empty prompt fails here, not later
-            probe_eval.check_parsable(prompt_set.prompts)
+        for name, prompt_set in sets.items():
+            sets[name] = probe_eval.with_expansions(prompt_set, _EXPAND_PROMPT.value, *sizes[0])
+            pipe.embed(sets[name].model_prompts)  # tokenizes: an empty prompt fails here
 
     settings = eval_lib.Settings(
         sizes=tuple(sizes),
@@ -267,6 +276,7 @@ def main(argv):
         num_task_clips=_NUM_TASK_CLIPS.value,
         strength=_STRENGTH.value,
         fvd=_FVD.value,
+        expand_prompt=_EXPAND_PROMPT.value,
         suite=str(
             pathlib.Path(
                 eval_suite.SUITE_FILE if _SUITE.value == "default" else _SUITE.value

@@ -7,15 +7,22 @@ trained with (`sora_jax.bundle`): everything `generate`, `eval` and `demo` need,
 not (no optimizer moments, no data position), plus both runs' metrics logs for their curves. A
 `MODEL_CARD.md` already in `--bundle` is kept. A bundle also warm-starts training
 (`--config.init_from`).
+
+    sora-jax export --checkpoint workdirs/captioner_tiny --bundle checkpoints/captioner
+
+A `train-captioner` workdir exports as a captioner bundle instead: its params, tokenizer and
+config (`captioner_lib.export`), what `sora-jax caption --checkpoint` reads.
 """
 
 import pathlib
 
 from absl import flags
 
-from sora_jax import checkpoints, cli, export_lib
+from sora_jax import bundle, captioner_lib, checkpoints, cli, export_lib
 
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A `sora-jax train` workdir.")
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None, "A `sora-jax train` or `sora-jax train-captioner` workdir."
+)
 _BUNDLE = flags.DEFINE_string("bundle", None, "The bundle directory to write (replaced if one).")
 _STEP = flags.DEFINE_integer("step", None, "The checkpoint step; default: the newest.")
 _DTYPE = flags.DEFINE_enum(
@@ -29,12 +36,23 @@ def main(argv):
     if not _CHECKPOINT.value or not _BUNDLE.value:
         raise cli.UserError("--checkpoint and --bundle are required")
     with cli.user_errors(checkpoints.CheckpointError, FileNotFoundError):
-        meta = export_lib.export(_CHECKPOINT.value, _BUNDLE.value, _STEP.value, _DTYPE.value)
+        if _is_captioner(_CHECKPOINT.value):
+            meta = captioner_lib.export(_CHECKPOINT.value, _BUNDLE.value, _STEP.value, _DTYPE.value)
+            what = f"captioner step {meta['step']}"
+        else:
+            meta = export_lib.export(_CHECKPOINT.value, _BUNDLE.value, _STEP.value, _DTYPE.value)
+            what = f"DiT step {meta['dit_step']} + VAE step {meta['vae_step']}"
     out = pathlib.Path(_BUNDLE.value)
     for name, count in meta["params"].items():
         size = (out / f"{name}.safetensors").stat().st_size / 2**20
         print(f"{name}: {count:,} params, {size:.2f} MiB ({meta['dtype']})")
-    print(f"bundle of DiT step {meta['dit_step']} + VAE step {meta['vae_step']} in {out}")
+    print(f"bundle of {what} in {out}")
+
+
+def _is_captioner(checkpoint: str) -> bool:
+    if bundle.is_bundle(checkpoint):
+        return False  # export_lib refuses bundles with the reason
+    return checkpoints.saved_config(checkpoint).get("kind") == captioner_lib.KIND
 
 
 if __name__ == "__main__":

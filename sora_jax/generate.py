@@ -12,7 +12,9 @@ extension. Lines of a prompts file may carry their own task fields ("task", "ima
 "end_image", "end_video", "direction", "strength", "frames"). Each video is written with a
 sidecar JSON (O.json: prompt, seed, task and its inputs, sampler settings, the run's config and
 checkpoint, safety policy, timings), and the video itself carries signed C2PA credentials
-(`provenance.py`; `sora-jax verify` reads them). Prompts go through the safety policy
+(`provenance.py`; `sora-jax verify` reads them). `--expand_prompt` rewrites each prompt into the
+detailed caption style the model trained on (`prompt_expansion.py`), recording the expansion and
+the choices it drew in the sidecar. Prompts go through the safety policy
 (`safety/policy.py`) first; `--allow_unsafe_prompts` turns it off and the sidecar and the
 credentials say so. Every input is read and checked before anything is sampled, and files are
 written atomically, so bad input never leaves partial output.
@@ -24,7 +26,16 @@ import time
 import numpy as np
 from absl import flags
 
-from sora_jax import atomic, checkpoints, cli, dit_lib, prompt_files, provenance, task_generation
+from sora_jax import (
+    atomic,
+    checkpoints,
+    cli,
+    dit_lib,
+    prompt_expansion,
+    prompt_files,
+    provenance,
+    task_generation,
+)
 from sora_jax.diffusion import samplers
 from sora_jax.safety import policy as prompt_policy
 from sora_jax.video_io import VideoDecodeError, read_image, read_video
@@ -54,6 +65,12 @@ _STEPS = flags.DEFINE_integer("steps", 25, "Sampler steps.")
 _CFG = flags.DEFINE_float("cfg", 4.0, "Classifier-free guidance scale (1 = none).")
 _SEED = flags.DEFINE_integer("seed", 0, "Noise seed (per-line seeds in --prompts win).")
 _SAMPLER = flags.DEFINE_enum("sampler", "euler", samplers.METHODS, "ODE solver.")
+_EXPAND_PROMPT = flags.DEFINE_bool(
+    "expand_prompt",
+    False,
+    "Rewrite each prompt into a detailed caption before generating (prompt_expansion.py); the "
+    "sidecar records the expansion and every choice it drew.",
+)
 
 
 def _flag_job() -> dict:
@@ -154,7 +171,7 @@ def check_job(pipe, job: dict, inputs: dict, frames: int, height: int, width: in
 
 def run_job(pipe, job: dict, inputs: dict, *, frames, height, width, sample) -> np.ndarray:
     """The finished video for one job (see `task_generation`)."""
-    task, prompts = job["task"], [job["prompt"]]
+    task, prompts = job["task"], [job.get("model_prompt", job["prompt"])]
     batched = {name: given[None] for name, given in inputs.items()}
     start = batched.get("video", batched.get("image"))
     if start is not None:
@@ -209,7 +226,13 @@ def main(argv):
     if height % 16 or width % 16:
         raise cli.UserError(f"height and width must be multiples of 16, got {height}x{width}")
     with cli.user_errors(ValueError):
-        pipe.embed([job["prompt"] for job in jobs])  # tokenizes: empty prompts fail here
+        for job in jobs:
+            job["model_prompt"] = job["prompt"]
+            if _EXPAND_PROMPT.value:
+                size = dict(frames=job["frames"] or run_frames, height=height, width=width)
+                job["expansion"] = prompt_expansion.expand(job["prompt"], **size, seed=job["seed"])
+                job["model_prompt"] = job["expansion"].detailed
+        pipe.embed([job["model_prompt"] for job in jobs])  # tokenizes: empty prompts fail here
         for job, given in zip(jobs, inputs, strict=True):
             check_job(pipe, job, given, job["frames"] or run_frames, height, width)
     fps = _FPS.value or pipe.config.data.fps
@@ -223,6 +246,7 @@ def main(argv):
             "task": job["task"],
             "checkpoint_step": pipe.step,
             "seed": job["seed"],
+            "prompt_expansion": "expansion" in job,
             **safety,
         }
         with cli.user_errors(ValueError):
@@ -237,6 +261,14 @@ def main(argv):
             **{k: str(pathlib.Path(job[k]).resolve()) for k in _INPUTS if job[k] is not None},
             **({"direction": job["direction"]} if job["task"] == "extend" else {}),
             **({"strength": job["strength"]} if job["task"] == "v2v" else {}),
+            **(
+                {
+                    "expanded_prompt": job["expansion"].detailed,
+                    "expansion_sampled": job["expansion"].sampled,
+                }
+                if "expansion" in job
+                else {}
+            ),
             "frames": int(video.shape[0]),
             "height": int(video.shape[1]),
             "width": int(video.shape[2]),

@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
+from sora_jax import prompt_expansion
 from sora_jax.data.shapes_world import probe
 from sora_jax.data.shapes_world.captions import parse_caption
 from sora_jax.data.shapes_world.world import ShapesWorldSource
@@ -58,15 +59,34 @@ def summarize(readings: Sequence[dict]) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class PromptSet:
-    """Prompts to generate, each with its own noise seed."""
+    """Prompts to generate, each with its own noise seed.
+
+    `expansions` (`prompt_expansion.Expansion`, one a prompt) are how the probe reads prompts
+    outside the canonical grammar: it checks the video against the expansion's canonical
+    caption, scoring only the attributes the prompt stated. `expand`: the model reads the
+    expansions' detailed captions instead of the prompts themselves.
+    """
 
     prompts: list[str]
     seeds: list[int]
+    expansions: list | None = None
+    expand: bool = False
 
     @classmethod
     def numbered(cls, prompts: Sequence[str], seed: int = 0) -> "PromptSet":
         """Prompt i gets seed `seed + i`."""
         return cls(list(prompts), [seed + i for i in range(len(prompts))])
+
+    @property
+    def model_prompts(self) -> list[str]:
+        return [e.detailed for e in self.expansions] if self.expand else self.prompts
+
+    def read(self, video: np.ndarray, i: int) -> dict:
+        """The probe's reading of video `i` against prompt `i`."""
+        if self.expansions is None:
+            return probe.probe(video, self.prompts[i])
+        expansion = self.expansions[i]
+        return probe.restrict(probe.probe(video, expansion.canonical), expansion.stated)
 
 
 def evaluate(
@@ -86,12 +106,13 @@ def evaluate(
     if len(prompts.seeds) != len(prompts.prompts):
         raise ValueError(f"{len(prompts.prompts)} prompts but {len(prompts.seeds)} seeds")
     readings, videos = [], []
+    model_prompts = prompts.model_prompts
     with tqdm(total=len(prompts.prompts), desc=desc, unit="video") as progress:
         for start in range(0, len(prompts.prompts), batch_size):
-            batch = prompts.prompts[start : start + batch_size]
+            batch = model_prompts[start : start + batch_size]
             seeds = prompts.seeds[start : start + batch_size]
-            for video, prompt in zip(generate(batch, seeds), batch, strict=True):
-                readings.append(probe.probe(video, prompt))
+            for i, video in enumerate(generate(batch, seeds), start=start):
+                readings.append(prompts.read(video, i))
                 videos.append(video)
             progress.update(len(batch))
     rows = [
@@ -103,13 +124,31 @@ def evaluate(
         }
         for p, r in zip(prompts.prompts, readings, strict=True)
     ]
+    for row, expansion in zip(rows, prompts.expansions or [None] * len(rows), strict=True):
+        if expansion is not None:
+            row.update(read_as=expansion.canonical, sampled=expansion.sampled)
+        if prompts.expand:
+            row["expanded_prompt"] = expansion.detailed
     return summarize(readings), rows, np.stack(videos)
 
 
-def check_parsable(prompts: Sequence[str]) -> None:
-    """Raises ValueError naming the first prompt outside the Shapes World grammar."""
-    for prompt in prompts:
-        try:
-            parse_caption(prompt)
-        except ValueError as e:
-            raise ValueError(f"the probe cannot read prompt {prompt!r}: {e}") from e
+def is_canonical(prompt: str) -> bool:
+    """Whether `prompt` follows the short Shapes World grammar the probe reads directly."""
+    try:
+        parse_caption(prompt)
+    except ValueError:
+        return False
+    return True
+
+
+def with_expansions(prompts: PromptSet, expand: bool, frames: int, height: int, width: int):
+    """`prompts` readable by the probe: through prompt expansion (each prompt with its own seed)
+    when `expand` or when a prompt is outside the canonical grammar; raises
+    `prompt_expansion.PromptNotUnderstood` for a prompt expansion cannot read either."""
+    if not expand and all(is_canonical(p) for p in prompts.prompts):
+        return prompts
+    expansions = [
+        prompt_expansion.expand(p, frames=frames, height=height, width=width, seed=seed)
+        for p, seed in zip(prompts.prompts, prompts.seeds, strict=True)
+    ]
+    return dataclasses.replace(prompts, expansions=expansions, expand=expand)

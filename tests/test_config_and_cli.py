@@ -68,7 +68,7 @@ def test_cli_data_build_and_errors(tmp_path):
         "sora-jax data build: error: frames must be 1 + 4k (1, 5, 9, 17, ...), got 8"
     ]
     assert not (tmp_path / "x").exists()
-    later = _cli("caption", "--videos", "x")
-    assert later.returncode == 2 and "not implemented yet (issue #8)" in later.stderr
+    caption = _cli("caption", "--videos", "x")
+    assert caption.returncode == 2 and "--checkpoint is required" in caption.stderr
     unknown = _cli("fly")
     assert unknown.returncode == 2 and "unknown command" in unknown.stderr

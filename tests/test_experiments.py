@@ -28,9 +28,7 @@ def test_every_arm_overrides_existing_config_fields(experiment):
     assert len(arms) >= 2 and len({a["name"] for a in arms}) == len(arms)
     for arm in arms:
         config = config_lib.load_config(sweep.BASE)
-        for key, value in {**sweep.COMMON, **arm}.items():
-            if key == "name":
-                continue
+        for key, value in {**sweep.COMMON, **run.overrides_of(arm, pathlib.Path("r"))}.items():
             *parents, leaf = key.split(".")
             node = config
             for part in parents:
@@ -39,6 +37,9 @@ def test_every_arm_overrides_existing_config_fields(experiment):
             node[leaf] = value  # type-checked by ml_collections
         command = run.train_command(sweep, arm, pathlib.Path("root"))
         assert f"--workdir={pathlib.Path('root') / arm['name']}" in command
+        assert not any("{root}" in part for part in command)
+    names = [name for _, name, _ in run.eval_runs(sweep)]
+    assert len(set(names)) == len(names) >= len(arms)
 
 
 def test_results_md_keeps_the_prose_around_the_table(tmp_path):

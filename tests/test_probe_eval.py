@@ -4,7 +4,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from sora_jax import probe_eval, task_eval
+from sora_jax import probe_eval, prompt_expansion, task_eval
 from sora_jax.data.shapes_world.world import generate_clip
 
 DATA = ml_collections.ConfigDict({"world_seed": 0, "sizes": ((17, 64, 64),)})
@@ -50,8 +50,28 @@ def test_summary_pools_counts_over_videos():
 def test_prompt_sets_differ_by_split_and_start():
     train = probe_eval.probe_prompts(DATA, "train", 4, start=100)
     assert train == probe_eval.probe_prompts(DATA, "train", 8, start=96)[4:]
-    with pytest.raises(ValueError, match="cannot read"):
-        probe_eval.check_parsable(["a cat"])
+    with pytest.raises(prompt_expansion.PromptNotUnderstood, match="cannot read"):
+        probe_eval.with_expansions(probe_eval.PromptSet.numbered(["a cat"]), False, 17, 64, 64)
+
+
+def test_paraphrased_prompts_are_scored_on_what_they_state():
+    clip = generate_clip(0, split="train")
+    obj = clip["labels"]["shots"][0]["objects"][0]
+    canonical = probe_eval.PromptSet.numbered([clip["caption"]])
+    assert probe_eval.with_expansions(canonical, False, 17, 64, 64) is canonical
+    # The same scene in other words, leaving the size and the background out.
+    colour = {v: k for k, v in prompt_expansion.COLOR_WORDS.items() if k != v}[obj["color"]]
+    words = f"{colour} {obj['shape']} {obj['motion'].replace('moves ', 'heading ')}"
+    loose = probe_eval.with_expansions(probe_eval.PromptSet.numbered([words]), False, 17, 64, 64)
+    assert loose.model_prompts == [words]  # without --expand_prompt the model reads the words
+    reading = loose.read(clip["video"], 0)
+    assert "size" not in reading["attributes"] and "background" not in reading["attributes"]
+    assert reading["attributes"]["color"] == reading["attributes"]["motion"] == 1.0
+    expanded = probe_eval.with_expansions(probe_eval.PromptSet.numbered([words]), True, 17, 64, 64)
+    assert expanded.model_prompts == [expanded.expansions[0].detailed]
+    # A blank video fails every stated attribute, and only those are counted.
+    blank = loose.read(np.zeros_like(clip["video"]), 0)
+    assert blank["num_prompted"] == reading["num_prompted"] and blank["attributes"]["color"] == 0
 
 
 def test_task_metrics():

@@ -59,12 +59,14 @@ class VideoFolderSource:
         frame_counts: Sequence[int],
         buckets: Sequence[tuple[int, int]],
         scan_threads: int = 4,
+        require_captions: bool = True,
     ):
         _check_shapes(fps, frame_counts, buckets)
         self.root = Path(root)
         self.fps = fps
         self.frame_counts = tuple(sorted(frame_counts))
         self.buckets = tuple(tuple(b) for b in buckets)
+        self.require_captions = require_captions  # False: uncaptioned clips get "" (to caption)
         # Every (T, H, W) a clip can get; `bucket_ids` index it, so ids do not depend on content.
         self.shapes = tuple((t, h, w) for t in self.frame_counts for h, w in self.buckets)
         self._clips, self.skipped = self._scan(scan_threads)
@@ -100,7 +102,7 @@ class VideoFolderSource:
         if isinstance(probe, str):
             return probe
         caption = captions.get(file) or _read_sidecar(self.root / file)
-        if not caption:
+        if not caption and self.require_captions:
             return NO_CAPTION
         available = video_io.num_resampled_frames(probe.duration_s, self.fps)
         fitting = [t for t in self.frame_counts if t <= available]

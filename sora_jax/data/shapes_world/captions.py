@@ -169,3 +169,61 @@ def _position_phrase(centroid: list[float], height: int, width: int, motion: str
 
 def _lower(sentence: str) -> str:
     return sentence[0].lower() + sentence[1:]
+
+
+# ------------------------------------------------------------------------------------------------
+# Parsing detailed captions back into attributes (how the captioner's output is scored).
+# ------------------------------------------------------------------------------------------------
+_SHOT_CUT_RE = re.compile(r" then the scene cuts, at frame (\d+), to the \w+ shot: ")
+_MULTI_SHOT_INTRO_RE = re.compile(r"^the video has \w+ shots\. in the first shot, ")
+_OBJECT_INTRO_RE = re.compile(
+    rf"\ba ({_ALT(vocab.SIZES)}) ({_ALT(vocab.COLORS)}) ({_ALT(vocab.SHAPES)})\b"
+)
+_POSITION_RE = re.compile(r"\b(?:starts|sits) (.+?) and ")
+_DETAILED_BACKGROUND_RE = re.compile(rf"\b(?:plain|solid) ({_ALT(vocab.BACKGROUNDS)})\b")
+_DIRECTION_MOTION = {phrase: motion for motion, phrase in _DIRECTION_PHRASE.items()}
+_MANNER_SPEED = {phrase: speed for speed, phrases in _MANNER.items() for phrase in phrases}
+
+
+def parse_detailed_caption(caption: str) -> list[dict]:
+    """Detailed caption -> shots `[{"background", "cut_frame", "objects": [{color, shape, size,
+    position, motion, speed, occluded}]}]` (`cut_frame`: None for the first shot). Lenient about
+    wording (any of the phrasings `detailed_caption` draws), strict about content: raises
+    ValueError when a shot names no object or no background."""
+    text = " ".join(caption.strip().lower().split())
+    text = _MULTI_SHOT_INTRO_RE.sub("", text)
+    pieces = _SHOT_CUT_RE.split(text)  # [shot, cut, shot, cut, shot, ...]
+    shots = []
+    for i in range(0, len(pieces), 2):
+        cut = int(pieces[i - 1]) if i else None
+        shots.append({"cut_frame": cut, **_parse_detailed_shot(pieces[i])})
+    return shots
+
+
+def _parse_detailed_shot(text: str) -> dict:
+    background = _DETAILED_BACKGROUND_RE.findall(text)
+    if len(background) != 1:
+        raise ValueError(f"no single background named in {text!r}")
+    intros = list(_OBJECT_INTRO_RE.finditer(text))
+    if not intros:
+        raise ValueError(f"no object (a <size> <color> <shape>) named in {text!r}")
+    objects = []
+    for intro, following in zip(intros, [*intros[1:], None], strict=True):
+        about = text[intro.end() : following.start() if following else len(text)]
+        position = _POSITION_RE.search(about)
+        motion = next((m for p, m in _DIRECTION_MOTION.items() if f"steadily {p}" in about), None)
+        if motion is None and any(p in about for p in _STILL_PHRASES):
+            motion = vocab.STILL
+        speed = next((s for p, s in _MANNER_SPEED.items() if f"moves {p}." in about), None)
+        objects.append(
+            {
+                "size": intro[1],
+                "color": intro[2],
+                "shape": intro[3],
+                "position": position[1] if position else None,
+                "motion": motion,
+                "speed": speed,
+                "occluded": "passes behind an opaque" in about,
+            }
+        )
+    return {"background": background[0], "objects": objects}

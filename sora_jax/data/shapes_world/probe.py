@@ -62,17 +62,38 @@ def probe(video_TxHxWx3: np.ndarray, prompt: str) -> dict:
     shots, scores = [], {}
     for prompted, (start, end) in zip(prompted_shots, bounds, strict=True):
         shot = _read_shot(classes_TxHxW[start:end], video_TxHxWx3[start:end], prompted, min_area)
-        shot.update(start_frame=start, end_frame=end)
+        shot.update(
+            start_frame=start,
+            end_frame=end,
+            background_correct=shot["background"] == prompted["background"],
+        )
         shots.append(shot)
-        scores.setdefault("background", []).append(shot["background"] == prompted["background"])
+        scores.setdefault("background", []).append(shot["background_correct"])
         for obj in shot["objects"]:
             for attribute, ok in obj["correct"].items():
                 scores.setdefault(attribute, []).append(ok)
+    return {"shots": shots, "cuts": cuts, **_scored(scores)}
+
+
+def restrict(reading: dict, stated: list[dict]) -> dict:
+    """`reading` scored on the attributes a prompt stated only (prompt expansion filled in the
+    rest): `stated` per shot is {"background": bool, "objects": [{attribute: bool}]}; shape and
+    reappearance are always stated (a prompt names its shapes, and a wall only when asked)."""
+    scores = {}
+    for shot, said in zip(reading["shots"], stated, strict=True):
+        if said["background"]:
+            scores.setdefault("background", []).append(shot["background_correct"])
+        for obj, said_obj in zip(shot["objects"], said["objects"], strict=True):
+            for attribute, ok in obj["correct"].items():
+                if said_obj.get(attribute, True):
+                    scores.setdefault(attribute, []).append(ok)
+    return {**reading, **_scored(scores)}
+
+
+def _scored(scores: dict[str, list[bool]]) -> dict:
     num_correct = sum(sum(v) for v in scores.values())
     num_prompted = sum(len(v) for v in scores.values())
     return {
-        "shots": shots,
-        "cuts": cuts,
         "attributes": {k: float(np.mean(v)) for k, v in scores.items()},
         "counts": {k: [int(np.sum(v)), len(v)] for k, v in scores.items()},  # [correct, prompted]
         "num_correct": int(num_correct),

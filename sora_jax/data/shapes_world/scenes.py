@@ -29,6 +29,7 @@ class SceneMix:
 
 DEFAULT_MIX = SceneMix()
 KINDS = ("single", "two", "three", "occlusion", "multi_shot")
+OCCLUSION_MOTIONS = ("moves left", "moves right")
 
 
 def only(kind: str) -> SceneMix:
@@ -122,9 +123,14 @@ def _clearance(extent: float) -> float:
 
 
 def _sample_cuts(rng: np.random.Generator, frames: int) -> list[int]:
+    num_cuts = 2 if frames >= 33 and rng.random() < 0.5 else 1
+    return sample_cuts(rng, frames, num_cuts)
+
+
+def sample_cuts(rng: np.random.Generator, frames: int, num_cuts: int) -> list[int]:
+    """`num_cuts` cut frames of a `frames`-frame clip (at most as many as fit)."""
     # Cuts on 1 + 4j frame boundaries line up with the causal VAE's latent frames.
     candidates = [c for c in range(5, frames - 3, 4)]
-    num_cuts = 2 if frames >= 33 and rng.random() < 0.5 else 1
     return sorted(
         int(c) for c in rng.choice(candidates, size=min(num_cuts, len(candidates)), replace=False)
     )
@@ -167,6 +173,10 @@ def _sample_shot(rng, pairs, start, end, height, width, num_objects) -> dict:
     else:
         # Crowded frame: keep the first object only, which always fits.
         objects, tracks = objects[:1], tracks[:1]
+    return _shot(objects, tracks, background, start, end, height, width)
+
+
+def _shot(objects, tracks, background, start, end, height, width) -> dict:
     return {
         "start_frame": start,
         "end_frame": end,
@@ -213,7 +223,21 @@ def _any_overlap(tracks, objects, height, width) -> bool:
 def _sample_occlusion_shot(rng, pairs, frames, height, width) -> dict:
     background = str(rng.choice(list(vocab.BACKGROUNDS)))
     obj = _sample_attributes(rng, pairs, 1, still=False)[0]
-    obj.update(size="small", speed="quickly", motion=str(rng.choice(["moves left", "moves right"])))
+    obj.update(size="small", speed="quickly", motion=str(rng.choice(OCCLUSION_MOTIONS)))
+    return place_occlusion_shot(rng, obj, background, frames, height, width)
+
+
+def place_occlusion_shot(rng, obj: dict, background: str, frames, height, width) -> dict:
+    """The occlusion shot of `obj` (a small object moving left or right quickly): its start
+    position and the wall it passes behind, drawn from `rng`."""
+    if (
+        obj["size"] != "small"
+        or obj["speed"] != "quickly"
+        or obj["motion"] not in OCCLUSION_MOTIONS
+    ):
+        raise ValueError(
+            "Shapes World occlusion shots show one small object moving left or right quickly"
+        )
     extent = extent_px("small", height, width)
     track = _sample_track(rng, obj, frames, height, width)
     # Only the part of the path where the object is fully in frame can frame the wall.
@@ -234,6 +258,21 @@ def _sample_occlusion_shot(rng, pairs, frames, height, width) -> dict:
         "wall": wall,
         "objects": [_finish_object(obj, track, 0, frames, height, width, wall)],
     }
+
+
+def place_shot(rng, objects: list[dict], background: str, start, end, height, width) -> dict:
+    """The shot of frames start..end showing `objects` (color, shape, size, motion, speed) on
+    `background`, with start positions drawn from `rng` so that no two objects overlap."""
+    # Fixed attributes (three large movers) can need many draws; sample_scene redraws those.
+    for _ in range(16 * _MAX_PLACEMENT_TRIES):
+        tracks = [_sample_track(rng, o, end - start, height, width) for o in objects]
+        if not _any_overlap(tracks, objects, height, width):
+            break
+    else:
+        raise ValueError(
+            f"{len(objects)} objects of these sizes do not fit a {height}x{width} frame"
+        )
+    return _shot(objects, tracks, background, start, end, height, width)
 
 
 def _finish_object(obj, track, start, end, height, width, wall) -> dict:
