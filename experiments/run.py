@@ -156,9 +156,9 @@ def main():
         sweep.prepare(root)  # e.g. data the arms train on
     for arm in sweep.get_sweep():
         run(train_command(sweep, arm, root))
-        for name, args in evaluations(sweep, arm).items():
+        for name, eval_args in evaluations(sweep, arm).items():
             if not (root / f"eval_{name}" / "report.json").exists():
-                run(eval_command(arm, root, name, args))
+                run(eval_command(arm, root, name, eval_args))
     reports = compare.load([root / f"eval_{name}" for _, name, _ in eval_runs(sweep)])
     print(compare.text_table(reports))
     compare.write(reports, root)

@@ -228,7 +228,7 @@ def test_eval_reports_probe_adherence_per_set(runs, tmp_path):
         "sora_jax.evaluate", f"--checkpoint={straight}", f"--out_dir={tmp_path}/bad",
         f"--prompts={prompts}",
     )  # fmt: skip
-    assert proc.returncode == 2 and "cannot read prompt" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "cannot read ['cat', 'sings']" in proc.stderr, proc.stderr
     proc = _command(
         "sora_jax.evaluate", f"--checkpoint={straight}", f"--out_dir={tmp_path}/bad",
         "--sizes=9x30x32",
