@@ -6,9 +6,15 @@ every real Shapes World caption exactly, see tests). Scored per video: the numbe
 per shot its background, cut frame and number of objects, and per object (in the caption's
 order) color, shape, size, start position, motion, speed (moving objects) and occlusion. A
 caption that does not parse, or that misses an object, scores every attribute it fails to state
-as wrong. `exact` is the fraction of videos whose parsed captions are identical.
+as wrong. `exact` is the fraction of videos whose parsed captions agree on everything.
+
+Objects are matched within a shot, not read in order: the world lists a shot's objects in the
+order it sampled them, which nothing in the video shows, so "the first object" of a correct
+caption may be the truth's second. Each shot's generated objects are assigned to the true ones by
+the assignment that gets the most attributes right (at most 3 objects: 3! = 6 candidates).
 """
 
+import itertools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -29,6 +35,27 @@ def _parse(caption: str) -> list[dict] | None:
         return None
 
 
+def _object_tallies(got: dict | None, want: dict) -> dict[str, bool]:
+    """{attribute: correct} for one true object (speed only for movers)."""
+    return {
+        a: got is not None and got[a] == want[a]
+        for a in OBJECT_ATTRIBUTES
+        if not (a == "speed" and want["speed"] is None)
+    }
+
+
+def _match_objects(got: list[dict], want: list[dict]) -> list[dict[str, bool]]:
+    """Per true object, its attribute tallies under the best assignment of generated objects."""
+    candidates = [*got, *[None] * len(want)]
+    best = None
+    for assignment in itertools.permutations(range(len(candidates)), len(want)):
+        tallies = [_object_tallies(candidates[i], w) for i, w in zip(assignment, want, strict=True)]
+        correct = sum(sum(t.values()) for t in tallies)
+        if best is None or correct > best[0]:
+            best = (correct, tallies)
+    return best[1]
+
+
 def score_caption(generated: str, reference: str) -> dict:
     """{attribute: [correct, stated in the reference]}, "exact" and "parsed" for one video."""
     truth = captions.parse_detailed_caption(reference)
@@ -47,14 +74,13 @@ def score_caption(generated: str, reference: str) -> dict:
             tally("cut_frame", shot is not None and shot["cut_frame"] == want_shot["cut_frame"])
         same_count = shot is not None and len(shot["objects"]) == len(want_shot["objects"])
         tally("num_objects", same_count)
-        for o, want in enumerate(want_shot["objects"]):
-            obj = shot["objects"][o] if shot is not None and o < len(shot["objects"]) else None
-            for attribute in OBJECT_ATTRIBUTES:
-                if attribute == "speed" and want["speed"] is None:
-                    continue
-                tally(attribute, obj is not None and obj[attribute] == want[attribute])
+        got_objects = shot["objects"] if shot is not None else []
+        for tallies in _match_objects(got_objects, want_shot["objects"]):
+            for attribute, ok in tallies.items():
+                tally(attribute, ok)
     counts = {a: c for a, c in counts.items() if c[1]}
-    return {"counts": counts, "exact": got == truth, "parsed": got is not None}
+    exact = got is not None and all(correct == total for correct, total in counts.values())
+    return {"counts": counts, "exact": exact, "parsed": got is not None}
 
 
 def summarize(scores: Sequence[dict]) -> dict:

@@ -36,6 +36,8 @@ def make_model(model: ml_collections.ConfigDict, vocab_size: int) -> Captioner:
         decoder_depth=model.decoder_depth,
         heads=model.heads,
         patch=model.patch,
+        # Captioners trained before frame differences existed read pixels only.
+        frame_differences=model.get("frame_differences", False),
     )
 
 

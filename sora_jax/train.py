@@ -17,7 +17,6 @@ import itertools
 import json
 import pathlib
 
-import grain
 import jax
 import ml_collections
 from absl import logging
@@ -120,13 +119,7 @@ def write_samples(
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    mesh = sharding.make_mesh(config.mesh)
-    data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
-    if config.batch_size % data_parallel:
-        raise ValueError(
-            f"batch_size {config.batch_size} is not divisible by the "
-            f"{data_parallel}-way data parallelism of mesh {dict(mesh.shape)}"
-        )
+    mesh = train_loop.make_mesh(config)
     # Refuse a foreign workdir before spending minutes on the latent cache.
     manager = checkpoints.make_manager(workdir, max_to_keep=config.keep_checkpoints)
     weights = config.tasks.weights.to_dict()
@@ -172,14 +165,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             **shards,
             detailed_caption_prob=config.data.detailed_caption_prob,
         )
-    data_iterator = iter(
-        dataset.to_iter_dataset(
-            grain.ReadOptions(
-                num_threads=config.data.num_threads,
-                prefetch_buffer_size=config.data.prefetch_buffer_size,
-            )
-        )
-    )
+    data_iterator = train_loop.iterate(dataset, config.data)
     abstract_state = checkpoints.abstract_like(state, state_shardings)
     restored, start_step = checkpoints.restore_latest(
         manager, abstract_state, data_iterator, config
@@ -249,23 +235,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         for step in itertools.count(start_step):
             yield sharding.host_to_global(make_batch(next(data_iterator), step), mesh)
 
-    try:
-        state, last = train_loop.run(
-            state,
-            train_step,
-            batches(),
-            rng,
-            start_step=start_step,
-            total_steps=config.total_steps,
-            log_every=config.log_every,
-            checkpoint_every=config.checkpoint_every,
-            save=lambda step, state: checkpoints.save(manager, step, state, data_iterator, config),
-            writer=writer,
-            periodic=[(config.sample_every, samples)],
-        )
-    finally:
-        manager.wait_until_finished()
-        writer.close()
+    state, last = train_loop.run_and_save(
+        state,
+        train_step,
+        batches(),
+        rng,
+        config=config,
+        start_step=start_step,
+        manager=manager,
+        data_iterator=data_iterator,
+        writer=writer,
+        periodic=[(config.sample_every, samples)],
+    )
     return {"step": int(state.step), **last}
 
 

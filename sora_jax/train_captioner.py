@@ -13,7 +13,6 @@ exits 0.
 import json
 import pathlib
 
-import grain
 import jax
 import ml_collections
 from absl import logging
@@ -56,13 +55,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     workdir = pathlib.Path(workdir)
     if config.get("kind") != captioner_lib.KIND:
         raise ValueError("train-captioner needs a captioner config (configs/captioner_tiny.py)")
-    mesh = sharding.make_mesh(config.mesh)
-    data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
-    if config.batch_size % data_parallel:
-        raise ValueError(
-            f"batch_size {config.batch_size} is not divisible by the "
-            f"{data_parallel}-way data parallelism of mesh {dict(mesh.shape)}"
-        )
+    mesh = train_loop.make_mesh(config)
     source = sources.make_source(config.data)
     tokenizer = load_or_train_tokenizer(config, workdir, source)
     model = captioner_lib.make_model(config.model, tokenizer.vocab_size)
@@ -78,14 +71,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         process_count=jax.process_count(),
         detailed_caption_prob=config.data.detailed_caption_prob,
     )
-    data_iterator = iter(
-        dataset.to_iter_dataset(
-            grain.ReadOptions(
-                num_threads=config.data.num_threads,
-                prefetch_buffer_size=config.data.prefetch_buffer_size,
-            )
-        )
-    )
+    data_iterator = train_loop.iterate(dataset, config.data)
     manager = checkpoints.make_manager(workdir, max_to_keep=config.keep_checkpoints)
     restored, start_step = checkpoints.restore_latest(
         manager,
@@ -131,28 +117,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             ids = tokenizer.encode([str(c) for c in batch["caption"]])
             yield sharding.host_to_global({"video": batch["video"], "ids": ids}, mesh)
 
-    try:
-        with sharding.mesh_context(mesh, ()):
-            state, last = train_loop.run(
-                state,
-                train_step,
-                batches(),
-                rng,
-                start_step=start_step,
-                total_steps=config.total_steps,
-                log_every=config.log_every,
-                checkpoint_every=config.checkpoint_every,
-                save=lambda step, state: checkpoints.save(
-                    manager, step, state, data_iterator, config
-                ),
-                writer=writer,
-                periodic=[(config.sample_every, samples)],
-                desc="train-captioner",
-                postfix=("loss", "token_accuracy"),
-            )
-    finally:
-        manager.wait_until_finished()
-        writer.close()
+    with sharding.mesh_context(mesh, ()):
+        state, last = train_loop.run_and_save(
+            state,
+            train_step,
+            batches(),
+            rng,
+            config=config,
+            start_step=start_step,
+            manager=manager,
+            data_iterator=data_iterator,
+            writer=writer,
+            periodic=[(config.sample_every, samples)],
+            desc="train-captioner",
+            postfix=("loss", "token_accuracy"),
+        )
     return {"step": int(state.step), **last}
 
 

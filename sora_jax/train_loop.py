@@ -1,4 +1,5 @@
-"""The step loop both trainers share (`train`, `train-vae`), and their command-line `main`.
+"""The step loop the trainers share (`train`, `train-vae`, `train-captioner`), the set-up around
+it (mesh, data iterator, saving) and their command-line `main`.
 
 The loop dispatches step N before reading step N-1's metrics (the host never waits on the
 device except to log), writes metrics every `log_every` steps, runs periodic work (samples),
@@ -12,15 +13,72 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import grain
 import jax
+import ml_collections
 from absl import logging
 from tqdm import tqdm
 
-from sora_jax import checkpoints, cli, distributed, plots, train_flags
+from sora_jax import checkpoints, cli, distributed, plots, sharding, train_flags
 from sora_jax.metric_writers import MetricWriter, read_metrics
 
 # (every N steps, fn(state, step) -> scalars to log); also run at the last step.
 Periodic = tuple[int, Callable[[Any, int], dict]]
+
+
+def make_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+    """`config.mesh`, refusing a `config.batch_size` its data parallelism does not divide."""
+    mesh = sharding.make_mesh(config.mesh)
+    data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
+    if config.batch_size % data_parallel:
+        raise ValueError(
+            f"batch_size {config.batch_size} is not divisible by the "
+            f"{data_parallel}-way data parallelism of mesh {dict(mesh.shape)}"
+        )
+    return mesh
+
+
+def iterate(dataset: grain.MapDataset, data: ml_collections.ConfigDict) -> Iterator:
+    """The dataset's checkpointable iterator, read with `data.num_threads` and prefetch."""
+    options = grain.ReadOptions(
+        num_threads=data.num_threads, prefetch_buffer_size=data.prefetch_buffer_size
+    )
+    return iter(dataset.to_iter_dataset(options))
+
+
+def run_and_save(
+    state,
+    train_step: Callable,
+    batches: Iterator,
+    rng: jax.Array,
+    *,
+    config: ml_collections.ConfigDict,
+    start_step: int,
+    manager,
+    data_iterator,
+    writer: MetricWriter,
+    **loop,
+) -> tuple[Any, dict]:
+    """`run` to `config.total_steps`, logging and saving (state, data position, config) to
+    `manager` at the config's intervals; waits for the last save and closes `writer` however it
+    ends. `loop`: `run`'s periodic, desc and postfix."""
+    try:
+        return run(
+            state,
+            train_step,
+            batches,
+            rng,
+            start_step=start_step,
+            total_steps=config.total_steps,
+            log_every=config.log_every,
+            checkpoint_every=config.checkpoint_every,
+            save=lambda step, state: checkpoints.save(manager, step, state, data_iterator, config),
+            writer=writer,
+            **loop,
+        )
+    finally:
+        manager.wait_until_finished()
+        writer.close()
 
 
 def run(

@@ -11,7 +11,6 @@ exits 0. One file, top to bottom, in the big_vision way: fork it to change the r
 
 import pathlib
 
-import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -60,13 +59,7 @@ def write_samples(workdir: pathlib.Path, step: int, model, params, clips) -> flo
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     workdir = pathlib.Path(workdir)
     model = vae_lib.make_model(config.model)
-    mesh = sharding.make_mesh(config.mesh)
-    data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
-    if config.batch_size % data_parallel:
-        raise ValueError(
-            f"batch_size {config.batch_size} is not divisible by the "
-            f"{data_parallel}-way data parallelism of mesh {dict(mesh.shape)}"
-        )
+    mesh = train_loop.make_mesh(config)
     rules = sharding.VAE_RULES
     rng = jax.random.key(config.seed)
 
@@ -90,14 +83,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
-    data_iterator = iter(
-        dataset.to_iter_dataset(
-            grain.ReadOptions(
-                num_threads=config.data.num_threads,
-                prefetch_buffer_size=config.data.prefetch_buffer_size,
-            )
-        )
-    )
+    data_iterator = train_loop.iterate(dataset, config.data)
 
     manager = checkpoints.make_manager(workdir, max_to_keep=config.keep_checkpoints)
     abstract_state = checkpoints.abstract_like(state, state_shardings)
@@ -138,28 +124,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         while True:
             yield sharding.host_to_global({"video": next(data_iterator)["video"]}, mesh)
 
-    try:
-        with sharding.mesh_context(mesh, rules):
-            state, last = train_loop.run(
-                state,
-                train_step,
-                batches(),
-                rng,
-                start_step=start_step,
-                total_steps=config.total_steps,
-                log_every=config.log_every,
-                checkpoint_every=config.checkpoint_every,
-                save=lambda step, state: checkpoints.save(
-                    manager, step, state, data_iterator, config
-                ),
-                writer=writer,
-                periodic=[(config.sample_every, samples)],
-                desc="train-vae",
-                postfix=("loss", "psnr"),
-            )
-    finally:
-        manager.wait_until_finished()
-        writer.close()
+    with sharding.mesh_context(mesh, rules):
+        state, last = train_loop.run_and_save(
+            state,
+            train_step,
+            batches(),
+            rng,
+            config=config,
+            start_step=start_step,
+            manager=manager,
+            data_iterator=data_iterator,
+            writer=writer,
+            periodic=[(config.sample_every, samples)],
+            desc="train-vae",
+            postfix=("loss", "psnr"),
+        )
     return {"step": int(state.step), **last}
 
 

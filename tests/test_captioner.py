@@ -1,5 +1,6 @@
 """The video captioner: caption parsing, tokenizer, cached decoding, train-captioner + caption."""
 
+import copy
 import json
 import subprocess
 import sys
@@ -55,6 +56,27 @@ def test_scoring_counts_each_wrong_attribute():
     assert score["counts"]["shape"] == [1, 1] and score["counts"]["background"] == [1, 1]
     nonsense = caption_eval.score_caption("hello", truth)
     assert not nonsense["parsed"] and all(c == 0 for c, _ in nonsense["counts"].values())
+
+
+def test_scoring_ignores_the_order_objects_are_listed_in():
+    clip = next(
+        c
+        for c in (world.generate_clip(i, draw=False) for i in range(200))
+        if len(c["labels"]["shots"]) == 1 and len(c["labels"]["shots"][0]["objects"]) == 2
+    )
+    swapped = copy.deepcopy(clip["labels"])
+    swapped["shots"][0]["objects"].reverse()
+    listed_the_other_way = captions.detailed_caption(swapped, 64, 64, np.random.default_rng(0))
+    truth = captions.detailed_caption(clip["labels"], 64, 64, np.random.default_rng(0))
+    assert listed_the_other_way != truth
+    assert caption_eval.score_caption(listed_the_other_way, truth)["exact"]
+    first = swapped["shots"][0]["objects"][0]
+    other = next(c for c in ("red", "blue") if c != first["color"])
+    first["color"] = other
+    one_wrong = captions.detailed_caption(swapped, 64, 64, np.random.default_rng(0))
+    score = caption_eval.score_caption(one_wrong, truth)
+    assert not score["exact"] and score["counts"]["color"] == [1, 2]
+    assert score["counts"]["shape"] == [2, 2]
 
 
 def test_tokenizer_round_trips_and_refuses_captions_too_long():

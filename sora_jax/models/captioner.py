@@ -92,11 +92,23 @@ class DecoderBlock(nn.Module):
         return x_BxLxD + self.mlp_out(h), (keys, values)
 
 
+def with_frame_differences(video_BxTxHxWx3: jax.Array) -> jax.Array:
+    """Each frame with its change since the previous frame (zero for frame 0) as 3 more channels.
+
+    The change is where motion shows locally: a moving object leaves a band of difference at its
+    leading and trailing edges whose sides give the direction and whose width gives the speed;
+    a cut lights up a whole frame.
+    """
+    previous = jnp.concatenate([video_BxTxHxWx3[:, :1], video_BxTxHxWx3[:, :-1]], axis=1)
+    return jnp.concatenate([video_BxTxHxWx3, video_BxTxHxWx3 - previous], axis=-1)
+
+
 class VideoEncoder(nn.Module):
     width: int
     depth: int
     heads: int
     patch: int  # pixels on a side of a patch; one frame deep
+    frame_differences: bool  # patches also see the change since the previous frame
 
     @nn.compact
     def __call__(self, video_BxTxHxWx3: jax.Array) -> jax.Array:
@@ -104,8 +116,11 @@ class VideoEncoder(nn.Module):
         p = self.patch
         if h % p or w % p:
             raise ValueError(f"frame {h}x{w} is not a multiple of the {p}x{p} patch")
+        if self.frame_differences:
+            video_BxTxHxWx3 = with_frame_differences(video_BxTxHxWx3)
+        c = video_BxTxHxWx3.shape[-1]
         gh, gw = h // p, w // p
-        patches = video_BxTxHxWx3.reshape(b, t, gh, p, gw, p, 3).transpose(0, 1, 2, 4, 3, 5, 6)
+        patches = video_BxTxHxWx3.reshape(b, t, gh, p, gw, p, c).transpose(0, 1, 2, 4, 3, 5, 6)
         tokens_BxNxD = nn.Dense(self.width, name="patch")(patches.reshape(b, t * gh * gw, -1))
         tt, yy, xx = jnp.meshgrid(
             jnp.arange(t), (jnp.arange(gh) + 0.5) / gh, (jnp.arange(gw) + 0.5) / gw, indexing="ij"
@@ -169,9 +184,12 @@ class Captioner(nn.Module):
     decoder_depth: int
     heads: int
     patch: int
+    frame_differences: bool
 
     def setup(self):
-        self.encoder = VideoEncoder(self.width, self.encoder_depth, self.heads, self.patch)
+        self.encoder = VideoEncoder(
+            self.width, self.encoder_depth, self.heads, self.patch, self.frame_differences
+        )
         self.decoder = CaptionDecoder(
             self.vocab_size, self.max_length, self.width, self.decoder_depth, self.heads
         )
