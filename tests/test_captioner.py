@@ -109,8 +109,9 @@ def test_cached_decoding_matches_teacher_forcing_and_beams_find_likelier_caption
     model, params = _tiny_model()
     video = jax.random.randint(jax.random.key(2), (3, 5, 32, 32, 3), 0, 255).astype(jnp.uint8)
     greedy = captioner_lib.beam_search(model, params, video, 1)
+    apply = jax.jit(model.apply)  # one compile for both captions (op by op is slower here)
     # Teacher-forcing the greedy caption gives the same argmax at every step it decoded.
-    logits = model.apply({"params": params}, captioner_lib.to_model_input(video), greedy[:, :-1])
+    logits = apply({"params": params}, captioner_lib.to_model_input(video), greedy[:, :-1])
     decoded = greedy[:, 1:]
     live = jnp.cumsum(decoded == EOS, axis=1) - (decoded == EOS) == 0
     live &= decoded != PAD
@@ -118,7 +119,7 @@ def test_cached_decoding_matches_teacher_forcing_and_beams_find_likelier_caption
 
     def log_prob(ids):
         lp = jax.nn.log_softmax(
-            model.apply({"params": params}, captioner_lib.to_model_input(video), ids[:, :-1])
+            apply({"params": params}, captioner_lib.to_model_input(video), ids[:, :-1])
         )
         per_token = jnp.take_along_axis(lp, ids[:, 1:, None], -1)[..., 0]
         return jnp.sum(jnp.where(ids[:, 1:] != PAD, per_token, 0.0), axis=1)

@@ -142,10 +142,12 @@ def test_generate_writes_video_and_sidecar(runs, tmp_path):
         (["--prompt=x", f"--out={tmp_path}/a.png"], "one text-to-image frame"),
         (["--prompt=x", f"--out={tmp_path}/a.txt"], "suffix"),
     ]
-    for args, message in bad:
-        proc = _generate(f"--checkpoint={straight}", *args)
+    for args, message in bad:  # the prompt policy (its own tests) would add ~5 s a call
+        proc = _generate(f"--checkpoint={straight}", "--allow_unsafe_prompts", *args)
         assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
-    proc = _generate(f"--checkpoint={tmp_path}/missing", "--prompt=x", f"--out={out}")
+    proc = _generate(
+        f"--checkpoint={tmp_path}/missing", "--allow_unsafe_prompts", "--prompt=x", f"--out={out}"
+    )
     assert proc.returncode == 2 and "no checkpoints" in proc.stderr
     assert not out.exists() and not list(tmp_path.glob("*.json"))
 
@@ -194,17 +196,17 @@ def test_eval_reports_probe_adherence_per_set(runs, tmp_path):
     assert page.count('class="card"') == 18 and "Conditioned tasks" in page
     assert html.escape(report["videos"][0]["reading"]) in page
 
-    # Without --suite: the probe's held-out prompts at the training size with FVD against the
-    # clips they caption, and every task (the run trained them all: 'auto') on held-out clips
-    # of the run's world.
+    # Without --suite: the probe's held-out prompts at the training size, and every task (the
+    # run trained them all: 'auto') on held-out clips of the run's world; FVD is off (the run
+    # above measured it).
     proc = _command(
         "sora_jax.evaluate", f"--checkpoint={straight}", f"--out_dir={tmp_path}/heldout",
         "--splits=heldout", "--num_prompts=2", "--num_task_clips=1", "--batch_size=4",
-        "--steps=2", "--grid=0",
+        "--steps=2", "--grid=0", "--nofvd",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     heldout = json.loads((tmp_path / "heldout" / "report.json").read_text())
-    assert list(heldout["t2v"]) == ["heldout"] and heldout["t2v"]["heldout"]["fvd"] > 0
+    assert list(heldout["t2v"]) == ["heldout"] and "fvd" not in heldout["t2v"]["heldout"]
     tasks = heldout["tasks"]
     assert list(tasks) == list(task_eval.TASKS) and all(
         t["num_videos"] == 1 for t in tasks.values()
