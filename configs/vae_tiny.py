@@ -17,7 +17,7 @@ from sora_jax import config_lib
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
     arg = config_lib.parse_arg(
-        arg, batch=16, steps=30_000, variant="tiny/t4s4c16", lpips=0.1, fixed=False
+        arg, batch=8, steps=30_000, variant="tiny/t4s4c16", lpips=0.1, fixed=False
     )
     data_arg = f"batch={arg.batch},sizes={'fixed' if arg.fixed else 'mixed'}"
     config = config_lib.load_sibling(__file__, "default").get_config(data_arg)
@@ -37,8 +37,12 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.loss.mse = 1.0  # pulls hardest on the large errors at small objects' edges
     config.loss.lpips = arg.lpips  # AlexNet LPIPS on `lpips_frames` frames per clip
     config.loss.lpips_frames = 2
-    # Random (T, H, W) windows: the conv VAE learns the same from them at ~1/8 of the compute.
-    config.loss.crop = (9, 32, 32)
+    # Random (T, H, W) windows: the conv VAE learns the same from them at a fraction of the
+    # compute, as long as they are as long as the clips it will read. A causal VAE trained on
+    # 9-frame windows read frames 9-16 of 17-frame clips ~3 dB worse than the same frames
+    # encoded from a fresh start; 200 more steps on 17-frame windows (batch 8, same pixels per
+    # step) gave 28.8 dB on 16 held-out clips against 27.7 for 9-frame windows (batch 16).
+    config.loss.crop = (17, 32, 32)
     # Hinge GAN with a 3D patch discriminator, from `adversarial_start` on; 0 = off (the
     # state is then the VAE's params alone).
     config.loss.adversarial = 0.0

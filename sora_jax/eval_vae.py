@@ -108,6 +108,17 @@ def collect_videos(
     return videos, {}
 
 
+def psnr_by_frame(frame_errors: list[np.ndarray]) -> list[float]:
+    """PSNR at each frame index, from the squared errors of every video that has that frame.
+
+    A causal VAE that degrades with the length of the context it has read shows it here (frame
+    0 is encoded alone; later frames read everything before them).
+    """
+    longest = max(len(e) for e in frame_errors)
+    pooled = [np.mean([e[t] for e in frame_errors if len(e) > t]) for t in range(longest)]
+    return [round(float(p), 3) for p in video_metrics.psnr_from_mse(pooled, cap=_PSNR_CAP)]
+
+
 def evaluate(
     workdir: str,
     videos: list[tuple[str, np.ndarray]],
@@ -122,13 +133,14 @@ def evaluate(
     model, params, config = vae_lib.load_vae(workdir)
     codec = ChunkedCodec(model, latent_frames_per_chunk=4)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows, readings = [], []
+    rows, readings, frame_errors = [], [], []
     for i, (name, video) in enumerate(tqdm(videos, desc="eval-vae", unit="video")):
         video = fit_to_vae(video, model.temporal_factor, model.spatial_factor, name)
         start = time.perf_counter()
         latent = codec.encode(params, vae_lib.to_unit_range(jnp.asarray(video[None])))
         recon = np.asarray(vae_lib.to_uint8(codec.decode(params, latent)))[0]
         seconds = time.perf_counter() - start
+        frame_errors.append(video_metrics.squared_error_by_frame(video, recon))
         rows.append(
             {
                 "video": name,
@@ -155,6 +167,7 @@ def evaluate(
         * model.spatial_factor**2
         * 3
         / model.latent_channels,
+        "psnr_by_frame": psnr_by_frame(frame_errors),
         "videos": rows,
     }
     if readings:
@@ -182,6 +195,12 @@ def main(argv):
         f"LPIPS {mean['lpips']:.4f}; compression {report['compression_ratio']:.1f}x{probe_line}; "
         f"report in {_OUT_DIR.value}/report.json"
     )
+    by_frame = report["psnr_by_frame"]
+    if len(by_frame) > 1:
+        print(
+            f"PSNR by frame index: {by_frame[0]:.2f} dB at frame 0 (encoded alone), "
+            f"{min(by_frame[1:]):.2f}-{max(by_frame[1:]):.2f} dB after (report psnr_by_frame)"
+        )
 
 
 if __name__ == "__main__":

@@ -71,6 +71,13 @@ def test_load_vae_and_eval(run, tmp_path):
     assert report["videos"][1]["shape"] == [9, 32, 40, 3]  # trimmed to 1 + 4k, cropped to 8s
     assert (tmp_path / "report.json").exists() and (tmp_path / "recon_000.gif").exists()
     assert all(0 <= v["ssim"] <= 1 and v["lpips"] >= 0 for v in report["videos"])
+    assert len(report["psnr_by_frame"]) == 9  # the longest video after trimming
+
+
+def test_psnr_by_frame_pools_the_videos_that_have_each_frame():
+    errors = [np.array([65.025, 6.5025]), np.array([65.025])]
+    assert eval_vae.psnr_by_frame(errors) == [30.0, 40.0]
+    assert eval_vae.psnr_by_frame([np.zeros(2)]) == [100.0, 100.0]  # exact frames are capped
 
 
 def test_foreign_or_mismatched_checkpoints_are_refused(run, tmp_path):

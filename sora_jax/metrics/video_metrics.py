@@ -1,6 +1,7 @@
 """Fidelity and perceptual metrics between two uint8 videos of shape (T, H, W, 3).
 
 - `psnr`: over all frames and pixels at once (one MSE per video).
+- `squared_error_by_frame`: the MSE of each frame, for PSNR by frame index over a data set.
 - `ssim`: Wang et al., "Image Quality Assessment: From Error Visibility to Structural Similarity",
   IEEE TIP 2004 -- 11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03, "valid" filtering
   (no padding, as in the reference MATLAB code), computed per RGB channel, averaged over channels
@@ -33,9 +34,20 @@ def psnr(a, b, max_val: float = 255.0) -> float:
     """
     a, b = _check_videos(a, b)
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    if mse == 0:
-        return float("inf")
-    return float(10 * np.log10(max_val**2 / mse))
+    return float(psnr_from_mse(mse, max_val, cap=np.inf))
+
+
+def squared_error_by_frame(a, b) -> np.ndarray:
+    """The mean squared error of each frame of `b` against `a`: shape (T,)."""
+    a, b = _check_videos(a, b)
+    return np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2, axis=(1, 2, 3))
+
+
+def psnr_from_mse(mse, max_val: float = 255.0, cap: float = 100.0) -> np.ndarray:
+    """PSNR in dB of mean squared errors, capped (an exact match would be `inf`)."""
+    mse = np.asarray(mse, np.float64)
+    with np.errstate(divide="ignore"):
+        return np.minimum(10 * np.log10(max_val**2 / mse), cap)
 
 
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:

@@ -51,6 +51,7 @@ REMAT_POLICIES = {
 }
 
 _TOKENS = ("batch", "length", "embed")
+_MODULATION = ("batch", "length", None, "embed")
 
 
 def decode_variant(variant: str) -> dict:
@@ -161,7 +162,10 @@ class DiTBlock(nn.Module):
             nn.with_logical_partitioning(nn.initializers.zeros, (None, "embed")),
             (6, d),
         )
-        mod = ctx.mod_BxNx6xD + table_6xD
+        # Sliced below: without this constraint XLA's SPMD partitioner (jax 0.10.2, GSPMD and
+        # Shardy alike) miscomputes the block on meshes with data, fsdp and tensor all > 1
+        # (experiments/xla_spmd_modulation_bug/repro.py).
+        mod = nn.with_logical_constraint(ctx.mod_BxNx6xD + table_6xD, _MODULATION)
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = (mod[:, :, i] for i in range(6))
         attn = dict(num_heads=self.num_heads, head_dim=head_dim, dtype=self.dtype)
 
