@@ -259,11 +259,12 @@ def main(argv):
     clips = task_clips(pipe, task_names(pipe), suite)
     sizes = video_sizes(pipe, suite)
     with cli.user_errors(ValueError):
+        for name, prompt_set in sets.items():  # reads every prompt: fails fast on one it cannot
+            sets[name] = probe_eval.with_expansions(prompt_set, _EXPAND_PROMPT.value, *sizes[0])
         prompts = [p for s in sets.values() for p in s.prompts]
         safety = prompt_policy.enforce(prompts + [c for g in clips.values() for c in g.captions])
-        for name, prompt_set in sets.items():
-            sets[name] = probe_eval.with_expansions(prompt_set, _EXPAND_PROMPT.value, *sizes[0])
-            pipe.embed(sets[name].model_prompts)  # tokenizes: an empty prompt fails here
+        for prompt_set in sets.values():
+            pipe.embed(prompt_set.model_prompts)  # tokenizes: an empty prompt fails here
 
     settings = eval_lib.Settings(
         sizes=tuple(sizes),

@@ -83,6 +83,24 @@ def test_custom_policy_file(tmp_path):
     path.write_text(json.dumps({"threshold": 0.5, "categories": {"gambling": {}}}))
     with pytest.raises(ValueError, match="unknown policy categories"):
         policy.Policy.load(path)
+    # A term with no words would match every prompt.
+    path.write_text(json.dumps({"threshold": 2.0, "categories": {"violent": {"terms": ["?!"]}}}))
+    with pytest.raises(ValueError, match="term '\\?!'"):
+        policy.Policy.load(path)
+
+
+def test_the_first_term_in_policy_order_is_named(tmp_path):
+    """Terms are looked up by their first word; a refusal names the earliest match in the file."""
+    path = tmp_path / "policy.json"
+    spec = {"violent": {"terms": ["blue knife", "knife"]}, "hateful": {"terms": ["red"]}}
+    path.write_text(json.dumps({"threshold": 2.0, "categories": spec}))
+    custom = policy.Policy.load(path)
+    assert str(custom.match_terms("a red blue knife")) == str(
+        policy.Refusal("violent", "matched the term 'blue knife'")
+    )
+    assert custom.match_terms("a red knife").reason == "matched the term 'knife'"
+    assert custom.match_terms("a red cube").category == "hateful"
+    assert custom.match_terms("a blue cube") is None
 
 
 def test_commands_refuse_before_writing(tmp_path):

@@ -65,7 +65,7 @@ def test_causality(micro):
         assert diff[first_affected] > 0
 
 
-@pytest.mark.parametrize("frames,chunk", [(1, 1), (9, 1), (17, 1), (17, 2), (33, 3)])
+@pytest.mark.parametrize("frames,chunk", [(1, 1), (17, 2), (33, 3)])
 def test_chunked_equals_one_pass(micro, frames, chunk):
     model, params, _ = micro
     video = jax.random.uniform(jax.random.key(frames), (1, frames, 32, 32, 3), minval=-1, maxval=1)
@@ -85,7 +85,7 @@ def test_tile_blending_reassembles_exactly():
 
 def test_tiled_codec(micro):
     model, params, video = micro
-    mean = model.apply({"params": params}, video, method=model.encode)[0]
+    mean = jax.jit(lambda v: model.apply({"params": params}, v, method=model.encode)[0])(video)
     codec = vae_lib.ChunkedCodec(model, latent_frames_per_chunk=2)
     whole = vae_lib.TiledCodec(codec, tile_latent=8, overlap_latent=2)  # one tile covers 6x4
     np.testing.assert_allclose(whole.encode(params, video), mean, atol=2e-5)

@@ -17,6 +17,7 @@ figures, pre-existing intellectual property. A prompt is refused when either che
 (research use) turns it off, and the commands record that in each sidecar.
 """
 
+import collections
 import dataclasses
 import functools
 import hashlib
@@ -132,6 +133,8 @@ class Policy:
             keys = []
             for term in entry.get("terms", ()):
                 words = normalize(term)
+                if not words:
+                    raise ValueError(f"bad safety policy {path or 'default'}: term {term!r}")
                 keys.append((term, tuple(_squeeze(w) for w in words)))
                 if len(words) > 1:  # also written as one word: "#taylorswift", "h e i l h i t ..."
                     keys.append((term, (_squeeze("".join(words)),)))
@@ -141,18 +144,30 @@ class Policy:
         }
         return cls(terms, descriptions, threshold, hashlib.sha256(data).hexdigest())
 
+    @functools.cached_property
+    def _terms_by_first_word(self) -> dict:
+        """collapsed first word -> [(rank in the policy, category, term, key)]."""
+        index = collections.defaultdict(list)
+        ranked = enumerate((c, t, k) for c, terms in self.terms.items() for t, k in terms)
+        for rank, (category, term, key) in ranked:
+            index[key[0][0]].append((rank, category, term, key))
+        return index
+
     def match_terms(self, prompt: str) -> Refusal | None:
+        """The policy's first term (in file order) that the prompt's words contain."""
         words = [_squeeze(w) for w in normalize(prompt)]
-
-        def matches(at, key):
-            pairs = zip(words[at : at + len(key)], key, strict=True)
-            return all(w == k and n >= m for (w, n), (k, m) in pairs)
-
-        for category, terms in self.terms.items():
-            for term, key in terms:
-                if any(matches(i, key) for i in range(len(words) - len(key) + 1)):
-                    return Refusal(category, f"matched the term {term!r}")
-        return None
+        found = []
+        for at, (word, _) in enumerate(words):
+            for rank, category, term, key in self._terms_by_first_word.get(word, ()):
+                window = words[at : at + len(key)]
+                if len(window) == len(key) and all(
+                    w == k and n >= m for (w, n), (k, m) in zip(window, key, strict=True)
+                ):
+                    found.append((rank, category, term))
+        if not found:
+            return None
+        _, category, term = min(found)
+        return Refusal(category, f"matched the term {term!r}")
 
     def match_meaning(self, prompts: list[str]) -> list[Refusal | None]:
         """Per prompt: the category whose description is most similar, if >= threshold."""
@@ -198,7 +213,11 @@ def _sentence_embedder():
     @functools.cache
     def embed(texts: tuple[str, ...]) -> np.ndarray:
         tokens = encoder.tokenizer(list(texts))
-        return np.asarray(apply(tokens["ids"], tokens["mask"]))
+        # Padding after the longest prompt is masked out of attention and pooling: cut it (to
+        # a multiple of 16, so few shapes compile). Shapes World captions are 12-84 tokens.
+        longest = int(tokens["mask"].sum(axis=1).max(initial=1))
+        length = min(-(-longest // 16) * 16, tokens["ids"].shape[1])
+        return np.asarray(apply(tokens["ids"][:, :length], tokens["mask"][:, :length]))
 
     return embed
 
