@@ -5,7 +5,8 @@
 On a (data 2, fsdp 2, tensor 2) mesh, an adaLN-style block (a modulation tensor sliced into
 shift and gate, and an output projection sharded over (tensor, fsdp)) comes out wrong; the
 same function on one device, or with the modulation constrained to the batch sharding, is
-right. `sora_jax.models.dit.DiTBlock` carries that constraint for this reason.
+right. `sora_jax.models.dit.DiTBlock` and the DiT's final layer carry that constraint for this
+reason; `float64_train_steps.py` tells this kind of error from rounding on whole train steps.
 """
 
 import os

@@ -398,13 +398,15 @@ class DiT(nn.Module):
                 carry, _ = block(name=f"blocks_{i}", **block_fields)(carry, ctx)
         x_BxNxD = carry[0]
 
-        shift_BxNxD, scale_BxNxD = jnp.split(
-            Dense(2 * d, ("embed", "adaln"), kernel_init=nn.initializers.zeros, name="final_adaln")(
-                nn.silu(temb_BxNxD)
-            ),
-            2,
-            axis=-1,
+        mod_BxNx2D = Dense(
+            2 * d, ("embed", "adaln"), kernel_init=nn.initializers.zeros, name="final_adaln"
+        )(nn.silu(temb_BxNxD))
+        # Sliced below, so constrained like the blocks' modulation (see DiTBlock): without it
+        # this layer's kernel gradient is wrong on data x fsdp x tensor meshes.
+        mod = nn.with_logical_constraint(
+            mod_BxNx2D.reshape(*mod_BxNx2D.shape[:2], 2, d), _MODULATION
         )
+        shift_BxNxD, scale_BxNxD = mod[:, :, 0], mod[:, :, 1]
         h_BxNxD = modulate(_layer_norm(x_BxNxD), shift_BxNxD, scale_BxNxD)
         return Dense(p, ("embed", "patch"), kernel_init=nn.initializers.zeros, name="final")(
             h_BxNxD
