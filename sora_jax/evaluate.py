@@ -263,8 +263,6 @@ def main(argv):
             sets[name] = probe_eval.with_expansions(prompt_set, _EXPAND_PROMPT.value, *sizes[0])
         prompts = [p for s in sets.values() for p in s.prompts]
         safety = prompt_policy.enforce(prompts + [c for g in clips.values() for c in g.captions])
-        for prompt_set in sets.values():
-            pipe.embed(prompt_set.model_prompts)  # tokenizes: an empty prompt fails here
 
     settings = eval_lib.Settings(
         sizes=tuple(sizes),

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from sora_jax.data.shapes_world import world
@@ -74,6 +75,18 @@ def test_paraphrases_are_refused_by_meaning(default):
     assert "similarity" in refusals[0].reason
 
 
+def test_embeddings_do_not_depend_on_the_padding_cut():
+    """The policy embeds prompts padded only to the longest (rounded up to 16 tokens)."""
+    from sora_jax.text import encoders, minilm
+
+    texts = ("a red circle", "a small blue square moves left slowly on a black background")
+    encoder = encoders.make_text_encoder({"name": "minilm", "max_length": 128})
+    tokens = encoder.tokenizer(list(texts))  # all 128 positions
+    states = encoder.module.apply({"params": encoder.params}, tokens["ids"], tokens["mask"])
+    full = minilm.mean_pool(states, tokens["mask"])
+    np.testing.assert_allclose(policy._sentence_embedder()(texts), full, atol=1e-6)
+
+
 def test_custom_policy_file(tmp_path):
     path = tmp_path / "policy.json"
     path.write_text(json.dumps({"threshold": 2.0, "categories": {"violent": {"terms": ["squid"]}}}))
@@ -95,12 +108,13 @@ def test_the_first_term_in_policy_order_is_named(tmp_path):
     spec = {"violent": {"terms": ["blue knife", "knife"]}, "hateful": {"terms": ["red"]}}
     path.write_text(json.dumps({"threshold": 2.0, "categories": spec}))
     custom = policy.Policy.load(path)
-    assert str(custom.match_terms("a red blue knife")) == str(
-        policy.Refusal("violent", "matched the term 'blue knife'")
+    assert custom.match_terms("a red blue knife") == policy.Refusal(
+        "violent", "matched the term 'blue knife'"
     )
     assert custom.match_terms("a red knife").reason == "matched the term 'knife'"
     assert custom.match_terms("a red cube").category == "hateful"
     assert custom.match_terms("a blue cube") is None
+    assert custom.match_terms("a cube in blue") is None  # a term's first word, at the end
 
 
 def test_commands_refuse_before_writing(tmp_path):

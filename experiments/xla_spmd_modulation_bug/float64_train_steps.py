@@ -2,6 +2,8 @@
 
     python experiments/xla_spmd_modulation_bug/float64_train_steps.py [64|32] [2,2,2,1 ...]
 
+(from the repository root, with sora_jax installed; meshes are data,fsdp,tensor,sequence.)
+
 Runs the slow test's two SGD steps (tests/test_sequence_parallel.py) with every float32 in the
 models computing in float64 (jax x64 on, `jnp.float32` rebound for this process only). Rounding
 then shrinks by ~1e9, so a mesh whose step-2 loss still differs from one device's by more than
@@ -16,6 +18,8 @@ import sys
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 PRECISION = sys.argv[1] if len(sys.argv) > 1 else "64"
 MESHES = sys.argv[2:] or ["2,2,1,1", "2,2,2,1"]
+if PRECISION not in ("64", "32"):
+    sys.exit(f"precision must be 64 or 32, got {PRECISION!r}")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

@@ -403,10 +403,8 @@ class DiT(nn.Module):
         )(nn.silu(temb_BxNxD))
         # Sliced below, so constrained like the blocks' modulation (see DiTBlock): without it
         # this layer's kernel gradient is wrong on data x fsdp x tensor meshes.
-        mod = nn.with_logical_constraint(
-            mod_BxNx2D.reshape(*mod_BxNx2D.shape[:2], 2, d), _MODULATION
-        )
-        shift_BxNxD, scale_BxNxD = mod[:, :, 0], mod[:, :, 1]
+        mod_BxNx2xD = nn.with_logical_constraint(mod_BxNx2D.reshape(b, n, 2, d), _MODULATION)
+        shift_BxNxD, scale_BxNxD = mod_BxNx2xD[:, :, 0], mod_BxNx2xD[:, :, 1]
         h_BxNxD = modulate(_layer_norm(x_BxNxD), shift_BxNxD, scale_BxNxD)
         return Dense(p, ("embed", "patch"), kernel_init=nn.initializers.zeros, name="final")(
             h_BxNxD

@@ -12,8 +12,8 @@ figures, pre-existing intellectual property. A prompt is refused when either che
    uses) against each category's descriptions: a cosine similarity at or above the policy's
    threshold refuses. This catches paraphrases no term list holds.
 
-`Policy.check(prompt)` returns None or a `Refusal` (category, reason). Commands call
-`enforce(prompts)` before reading a checkpoint or writing a file; `--allow_unsafe_prompts`
+`Policy.check(prompts)` returns None or a `Refusal` (category, reason) per prompt. Commands call
+`enforce(prompts)` before generating or writing anything; `--allow_unsafe_prompts`
 (research use) turns it off, and the commands record that in each sidecar.
 """
 
@@ -134,7 +134,10 @@ class Policy:
             for term in entry.get("terms", ()):
                 words = normalize(term)
                 if not words:
-                    raise ValueError(f"bad safety policy {path or 'default'}: term {term!r}")
+                    raise ValueError(
+                        f"bad safety policy {path or 'default'}: term {term!r} has no words once "
+                        "normalised (it would match every prompt)"
+                    )
                 keys.append((term, tuple(_squeeze(w) for w in words)))
                 if len(words) > 1:  # also written as one word: "#taylorswift", "h e i l h i t ..."
                     keys.append((term, (_squeeze("".join(words)),)))
@@ -148,8 +151,8 @@ class Policy:
     def _terms_by_first_word(self) -> dict:
         """collapsed first word -> [(rank in the policy, category, term, key)]."""
         index = collections.defaultdict(list)
-        ranked = enumerate((c, t, k) for c, terms in self.terms.items() for t, k in terms)
-        for rank, (category, term, key) in ranked:
+        terms = ((c, t, k) for c, terms in self.terms.items() for t, k in terms)
+        for rank, (category, term, key) in enumerate(terms):
             index[key[0][0]].append((rank, category, term, key))
         return index
 
@@ -214,7 +217,7 @@ def _sentence_embedder():
     def embed(texts: tuple[str, ...]) -> np.ndarray:
         tokens = encoder.tokenizer(list(texts))
         # Padding after the longest prompt is masked out of attention and pooling: cut it (to
-        # a multiple of 16, so few shapes compile). Shapes World captions are 12-84 tokens.
+        # a multiple of 16, so few shapes compile).
         longest = int(tokens["mask"].sum(axis=1).max(initial=1))
         length = min(-(-longest // 16) * 16, tokens["ids"].shape[1])
         return np.asarray(apply(tokens["ids"][:, :length], tokens["mask"][:, :length]))
