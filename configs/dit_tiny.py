@@ -42,8 +42,13 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.model.activation = "gelu"  # "gelu" | "swiglu"
     config.model.text_mode = "cross"  # "cross" | "joint" (MM-DiT)
     config.model.attention = "full"  # "full" | "factorized" (spatial, then temporal)
+    # "xla": jax.nn.dot_product_attention (on CPU/TPU it holds every [N, N] score);
+    # "blockwise": exact attention in query/key blocks, memory N x 512 (blockwise_attention.py).
+    config.model.attention_impl = "xla"
+    config.model.attention_block = 512  # blockwise (and ring) query/key block
     # Tokens sharded over the mesh's `sequence` axis: "none" lets GSPMD gather keys and values;
-    # "ulysses" swaps token shards for head shards with all-to-alls (models/sequence_parallel.py).
+    # "ulysses" swaps token shards for head shards with all-to-alls; "ring" passes key/value
+    # shards around the devices (models/sequence_parallel.py).
     config.model.sequence_parallel = "none"
     config.model.scan_layers = True
     config.model.remat_policy = "none"  # "none" | "full" | "dots" | "dots_no_batch"

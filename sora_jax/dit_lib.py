@@ -37,6 +37,9 @@ def make_model(model_config: ml_collections.ConfigDict) -> dit.DiT:
         activation=model_config.activation,
         text_mode=model_config.text_mode,
         attention=model_config.attention,
+        # Configs saved before blockwise attention existed lack the field.
+        attention_impl=model_config.get("attention_impl", "xla"),
+        attention_block=model_config.get("attention_block", 512),
         sequence_parallel=model_config.sequence_parallel,
         scan_layers=model_config.scan_layers,
         remat_policy=model_config.remat_policy,

@@ -16,6 +16,7 @@ Comma-separated `--config.model.variant`-like sweeps: `--variants 1B/1x2x2,3B/1x
 (docs/scaling.md is made this way) and `--json F` every figure.
 """
 
+import copy
 import dataclasses
 import math
 import pathlib
@@ -144,8 +145,13 @@ def step_flops(lower, config, shape, text, depth: int) -> float:
     """A step's FLOPs with every one of `depth` layers counted: XLA's cost analysis of the step
     unrolled at depths 1 and 2, extrapolated linearly. FLOPs are a property of the program, not
     of its placement, so the step is lowered whole for one CPU device (a TPU-lowered module
-    has no cost analysis before it is compiled)."""
+    has no cost analysis before it is compiled). Blockwise and ring attention loop over blocks,
+    which the cost analysis would also count once: there the counted step takes the whole
+    sequence as one block (the same arithmetic, backward recompute included)."""
     mesh = sharding.make_mesh({}, jax.devices("cpu")[:1])
+    config = copy.deepcopy(config)
+    with config.unlocked():
+        config.model.attention_block = 2**31 - 1
 
     def flops(d):
         return float(lower(config, mesh, shape, text=text, depth=d).cost_analysis()["flops"])

@@ -60,6 +60,21 @@ def test_layer_flops_are_counted_once_per_layer():
     assert scanned == pytest.approx(one_layer, rel=1e-2) and scanned < 0.6 * unrolled
 
 
+def test_blockwise_attention_flops_are_counted_whole():
+    """Blockwise attention loops over blocks, which XLA's cost analysis counts once; the plan
+    counts the step with one block: XLA attention's FLOPs plus the backward pass's recompute."""
+    config = _config()  # 80 tokens a clip
+    config.model.attention_block = 16
+    text = encoders.make_text_encoder(config.model.text)
+    lower, depth = dit_lib.lower_train_step, dit_lib.make_model(config.model).depth
+    xla = plan.step_flops(lower, config, LATENT, text, depth)
+    config.model.attention_impl = "blockwise"
+    blockwise = plan.step_flops(lower, config, LATENT, text, depth)
+    mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
+    looped = lower(config, mesh, LATENT, text=text, depth=depth).cost_analysis()["flops"]
+    assert looped < xla < blockwise < 1.5 * xla
+
+
 def test_state_bytes_fall_as_one_over_fsdp():
     config = _config("tiny/1x2x2")
     model, text, optimizer = dit_lib.abstract_parts(config, None, None)

@@ -1,4 +1,5 @@
-"""Ulysses sequence parallelism on 8 fake devices: same outputs and gradients as one device."""
+"""Sequence parallelism (Ulysses, ring) on 8 fake devices: same outputs and gradients as one
+device, and DiT train steps that match one device's on every mesh in the matrix."""
 
 import re
 
@@ -26,14 +27,20 @@ def _loss_and_grads(model, params, inp, segments=None):
     return jax.value_and_grad(loss, has_aux=True)(params)
 
 
+# The collective each scheme must have compiled to (so a silent fallback fails the test).
+_EXCHANGE = {"ulysses": "all-to-all", "ring": "collective-permute"}
+
+
 @pytest.mark.parametrize(
-    "text_mode, degrees, packed",
+    "mode, text_mode, degrees, packed",
     [
-        ("cross", (1, 2, 2, 2), True),
-        ("joint", (1, 1, 2, 4), False),
+        ("ulysses", "cross", (1, 2, 2, 2), True),
+        ("ulysses", "joint", (1, 1, 2, 4), False),
+        ("ring", "cross", (1, 1, 2, 4), True),
+        ("ring", "joint", (1, 2, 2, 2), True),
     ],
 )
-def test_ulysses_matches_one_device(text_mode, degrees, packed):
+def test_sequence_parallel_matches_one_device(mode, text_mode, degrees, packed):
     # 4 latent frames of 4x4 -> 16 tokens; 8 text tokens, so joint attention sees 24.
     inp = _inputs((2, 4, 4, 4, 8), text_len=8)
     segments = jnp.asarray([[1] * 10 + [2] * 6, [1] * 12 + [0] * 4]) if packed else None
@@ -41,37 +48,45 @@ def test_ulysses_matches_one_device(text_mode, degrees, packed):
     params = _init(reference, inp)
     (_, want), want_grads = _loss_and_grads(reference, params, inp, segments)
 
-    model = dit.DiT(text_mode=text_mode, sequence_parallel="ulysses", **FIELDS)
+    model = dit.DiT(text_mode=text_mode, sequence_parallel=mode, **FIELDS)
     mesh = sharding.make_mesh(dict(zip(sharding.MESH_AXES, degrees, strict=True)))
     with sharding.mesh_context(mesh, sharding.DIT_RULES):
         step = jax.jit(lambda p, i, s: _loss_and_grads(model, p, i, s))
         hlo = step.lower(params, inp, segments).compile().as_text()
         (_, got), grads = step(params, inp, segments)
-    assert "all-to-all" in hlo  # the Ulysses exchange really ran, not a fallback
+    assert _EXCHANGE[mode] in hlo
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     for g, w in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads), strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-5)
 
 
-def test_ulysses_without_a_sequence_axis_is_plain_attention():
+def test_sequence_parallel_without_a_sequence_axis_is_one_devices_attention():
     inp = _inputs((2, 4, 4, 4, 8), text_len=8)
     params = _init(dit.DiT(**FIELDS), inp)
     want = _loss_and_grads(dit.DiT(**FIELDS), params, inp)[0][1]
-    got = _loss_and_grads(dit.DiT(sequence_parallel="ulysses", **FIELDS), params, inp)[0][1]
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    for mode in _EXCHANGE:
+        got = _loss_and_grads(dit.DiT(sequence_parallel=mode, **FIELDS), params, inp)[0][1]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(
-    "fields, latent, message",
+    "mode, fields, latent, message",
     [
-        (dict(num_heads=4), (2, 4, 4, 4, 8), "heads per tensor shard (2) divisible by 4"),
-        ({}, (2, 3, 2, 4, 8), "tokens (6)"),
-        (dict(attention="factorized"), (2, 4, 4, 4, 8), "needs attention='full'"),
+        (
+            "ulysses",
+            dict(num_heads=4),
+            (2, 4, 4, 4, 8),
+            "heads per tensor shard (2) divisible by 4",
+        ),
+        ("ulysses", {}, (2, 3, 2, 4, 8), "tokens (6)"),
+        ("ring", {}, (2, 3, 2, 4, 8), "needs tokens (6) divisible by 4"),
+        ("ulysses", dict(attention="factorized"), (2, 4, 4, 4, 8), "needs attention='full'"),
+        ("ring", dict(attention="factorized"), (2, 4, 4, 4, 8), "needs attention='full'"),
     ],
 )
-def test_ulysses_refuses_what_it_cannot_split(fields, latent, message):
+def test_sequence_parallel_refuses_what_it_cannot_split(mode, fields, latent, message):
     inp = _inputs(latent, text_len=8)
-    model = dit.DiT(**{**FIELDS, **fields, "sequence_parallel": "ulysses"})
+    model = dit.DiT(**{**FIELDS, **fields, "sequence_parallel": mode})
     # Refused while tracing: abstract params suffice, nothing is compiled.
     params = jax.eval_shape(lambda: _init(dit.DiT(**{**FIELDS, **fields}), inp))
     mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=2, sequence=4))
@@ -139,6 +154,7 @@ def one_device_steps():
         ((2, 2, 1, 1), "none"),
         ((2, 1, 1, 4), "ulysses"),
         ((1, 2, 2, 2), "ulysses"),
+        ((2, 1, 1, 4), "ring"),
         ((2, 2, 2, 1), "none"),  # once wrong: see DiTBlock and the final layer
     ],
 )  # fmt: skip

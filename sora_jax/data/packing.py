@@ -3,8 +3,8 @@
 Bucketing (`pipeline.py`) batches clips of one shape together; packing instead fills each row of
 `seq_len` tokens with whole clips of different shapes (Dehghani et al. 2023, "Patch n' Pack").
 Every token carries its clip's segment id (1..S; 0 = padding), so attention never crosses clips
-(`dit.attention_mask`), each clip attends to its own caption (text segments), draws its own
-timestep and guidance dropout, and the loss averages over real, noisy tokens only.
+(`blockwise_attention.segment_mask`), each clip attends to its own caption (text segments),
+draws its own timestep and guidance dropout, and the loss averages over real, noisy tokens only.
 
     PackPlan: per-epoch plan of global batches -> rows -> clip indices (pure in (seed, epoch, j))
     make_packed_dataset: Grain MapDataset of this process's rows: lists of clip examples

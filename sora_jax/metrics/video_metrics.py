@@ -29,8 +29,8 @@ def _check_videos(a, b) -> tuple[np.ndarray, np.ndarray]:
 def psnr(a, b, max_val: float = 255.0) -> float:
     """PSNR in dB of video `b` against `a`, from one MSE over all frames, pixels and channels.
 
-    Identical videos give `inf`; callers that average over a data set should cap it first
-    (e.g. `min(psnr(a, b), 100.0)`), since one `inf` swamps the mean.
+    Identical videos give `inf`; to average over a data set, take the capped value of the
+    same MSE from `psnr_from_mse` (100 dB), since one `inf` swamps the mean.
     """
     # Every frame has as many pixels, so the mean of the per-frame errors is the video's MSE.
     mse = np.mean(squared_error_by_frame(a, b))

@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sora_jax.models import rope, sequence_parallel
+from sora_jax.models import blockwise_attention, rope, sequence_parallel
 from sora_jax.models.layers import Dense, Mlp, RMSNorm
 
 # (width, depth, heads). tiny/micro run on a CPU; S..XL follow DiT's sizes; the multi-billion
@@ -83,25 +83,46 @@ def _layer_norm(x):
     return nn.LayerNorm(use_bias=False, use_scale=False, epsilon=1e-6, dtype=jnp.float32)(x)
 
 
-def attention_mask(q_segments_BxN, kv_segments_BxM):
-    """[B, 1, N, M]: query and key in the same segment, and the key not padding (0)."""
-    same = q_segments_BxN[:, :, None] == kv_segments_BxM[:, None, :]
-    return (same & (kv_segments_BxM[:, None, :] > 0))[:, None]
+# How attention is computed (`attend`): the first two on one device's tokens, the last two over
+# tokens sharded on the mesh's `sequence` axis (sequence_parallel.py).
+ATTENTION_IMPLS = ("xla", "blockwise", "ulysses", "ring")
+
+
+def attend(impl: str, q_BxNxHxK, k_BxMxHxK, v_BxMxHxK, segments=None, block: int = 512):
+    """Softmax attention; `segments` (queries', keys' ids, see `blockwise_attention.
+    segment_mask`) or None: every query sees every key. `block`: blockwise/ring block size.
+
+    "xla": `jax.nn.dot_product_attention` (the backend's best: cuDNN flash on GPU, XLA's plain
+    attention holding the [B, H, N, M] scores on CPU/TPU); "blockwise": exact attention in key
+    and query blocks, memory N x block; "ulysses" / "ring": sequence parallelism.
+    """
+    if impl == "blockwise":
+        return blockwise_attention.blockwise_attention(
+            q_BxNxHxK, k_BxMxHxK, v_BxMxHxK, *(segments or ()), block_q=block, block_k=block
+        )
+    if impl == "ring":
+        return sequence_parallel.ring_attention(q_BxNxHxK, k_BxMxHxK, v_BxMxHxK, segments, block)
+    if impl not in ("xla", "ulysses"):
+        raise ValueError(f"attention implementation must be one of {ATTENTION_IMPLS}, got {impl!r}")
+    mask = None if segments is None else blockwise_attention.segment_mask(*segments)[:, None]
+    fn = sequence_parallel.ulysses_attention if impl == "ulysses" else jax.nn.dot_product_attention
+    return fn(q_BxNxHxK, k_BxMxHxK, v_BxMxHxK, mask=mask)
 
 
 class Attention(nn.Module):
-    """Multi-head attention with QK RMS-norm; `jax.nn.dot_product_attention` does the math
-    (the backend's best implementation: cuDNN flash on GPU, XLA on CPU/TPU)."""
+    """Multi-head attention with QK RMS-norm; `attend` does the math."""
 
     num_heads: int
     head_dim: int
     kv_axis: str = "embed"  # "text_embed" when keys/values come from the text encoder
     dtype: Any = jnp.float32
-    ulysses: bool = False  # self-attention over tokens sharded on `length` (sequence_parallel)
+    impl: str = "xla"  # see ATTENTION_IMPLS
+    block: int = 512  # blockwise/ring query and key block
 
     @nn.compact
-    def __call__(self, x_BxNxD, kv_BxMxE, mask_Bx1xNxM=None, rope_qk=None):
-        """`rope_qk`: (cos, sin) rotating both queries and keys (self-attention only)."""
+    def __call__(self, x_BxNxD, kv_BxMxE, segments=None, rope_qk=None):
+        """`segments`: (queries', keys' segment ids) or None; `rope_qk`: (cos, sin) rotating
+        both queries and keys (self-attention only)."""
         hk = (self.num_heads, self.head_dim)
         dense = dict(dtype=self.dtype, use_bias=False)
         q_BxNxHxK = Dense(hk, ("embed", "heads", "kv"), name="query", **dense)(x_BxNxD)
@@ -112,10 +133,7 @@ class Attention(nn.Module):
         if rope_qk is not None:
             q_BxNxHxK = rope.apply_rope(q_BxNxHxK, *rope_qk)
             k_BxMxHxK = rope.apply_rope(k_BxMxHxK, *rope_qk)
-        attend = (
-            sequence_parallel.ulysses_attention if self.ulysses else jax.nn.dot_product_attention
-        )
-        out_BxNxHxK = attend(q_BxNxHxK, k_BxMxHxK, v_BxMxHxK, mask=mask_Bx1xNxM)
+        out_BxNxHxK = attend(self.impl, q_BxNxHxK, k_BxMxHxK, v_BxMxHxK, segments, self.block)
         d = x_BxNxD.shape[-1]
         return Dense(d, ("heads", "kv", "embed"), axis=(-2, -1), name="out", dtype=self.dtype)(
             out_BxNxHxK
@@ -127,15 +145,17 @@ class BlockContext:
     """What every block reads and none changes (broadcast through the layer scan)."""
 
     mod_BxNx6xD: jax.Array  # shared timestep modulation (per token)
-    self_mask: jax.Array | None  # [B, 1, N, N] (full attention) or None (one whole clip)
-    text_mask: jax.Array  # [B, 1, N, L] for cross-attention, [B, 1, L+N, L+N] for joint
+    # Segment ids (queries', keys') of self-attention, None for one whole clip; of the text:
+    # ([B, N], [B, L]) for cross-attention, ([B, L+N],) * 2 for joint attention.
+    self_segments: tuple[jax.Array, jax.Array] | None
+    text_segments: tuple[jax.Array, jax.Array]
     rope_video: tuple[jax.Array, jax.Array]
     rope_joint: tuple[jax.Array, jax.Array] | None
 
 
 jax.tree_util.register_dataclass(
     BlockContext,
-    data_fields=["mod_BxNx6xD", "self_mask", "text_mask", "rope_video", "rope_joint"],
+    data_fields=["mod_BxNx6xD", "self_segments", "text_segments", "rope_video", "rope_joint"],
     meta_fields=[],
 )
 
@@ -149,7 +169,9 @@ class DiTBlock(nn.Module):
     text_mode: str = "cross"  # "cross" | "joint"
     attention: str = "full"  # "full" | "factorized"
     grid: tuple[int, int, int] | None = None  # the token grid, for factorized attention
-    sequence_parallel: str = "none"  # "none" (GSPMD) | "ulysses" (all-to-all, shard_map)
+    attention_impl: str = "xla"  # "xla" | "blockwise": attention math on one device's tokens
+    attention_block: int = 512
+    sequence_parallel: str = "none"  # "none" (GSPMD) | "ulysses" | "ring" (shard_map)
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -167,7 +189,16 @@ class DiTBlock(nn.Module):
         # (experiments/xla_spmd_modulation_bug/repro.py).
         mod = nn.with_logical_constraint(ctx.mod_BxNx6xD + table_6xD, _MODULATION)
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = (mod[:, :, i] for i in range(6))
-        attn = dict(num_heads=self.num_heads, head_dim=head_dim, dtype=self.dtype)
+        attn = dict(
+            num_heads=self.num_heads,
+            head_dim=head_dim,
+            block=self.attention_block,
+            dtype=self.dtype,
+        )
+        if self.attention_impl not in ("xla", "blockwise"):
+            raise ValueError(
+                f"attention_impl must be 'xla' or 'blockwise', got {self.attention_impl!r}"
+            )
 
         h_BxNxD = modulate(_layer_norm(x_BxNxD), shift_a, scale_a).astype(self.dtype)
         if self.text_mode == "joint":
@@ -179,9 +210,10 @@ class DiTBlock(nn.Module):
 
         if self.text_mode == "cross":
             h_BxNxD = nn.LayerNorm(dtype=jnp.float32, name="cross_norm")(x_BxNxD)
-            x_BxNxD = x_BxNxD + Attention(kv_axis="text_embed", name="cross_attention", **attn)(
-                h_BxNxD.astype(self.dtype), txt_BxLxE, ctx.text_mask
+            cross = Attention(
+                kv_axis="text_embed", impl=self.attention_impl, name="cross_attention", **attn
             )
+            x_BxNxD = x_BxNxD + cross(h_BxNxD.astype(self.dtype), txt_BxLxE, ctx.text_segments)
 
         h_BxNxD = modulate(_layer_norm(x_BxNxD), shift_m, scale_m).astype(self.dtype)
         mlp = dict(mlp_ratio=self.mlp_ratio, activation=self.activation, dtype=self.dtype)
@@ -194,12 +226,13 @@ class DiTBlock(nn.Module):
 
     def _self_attention(self, h_BxNxD, ctx: BlockContext, attn: dict):
         if self.attention == "full":
-            layer = Attention(name="self_attention", ulysses=self._ulysses(), **attn)
-            return layer(h_BxNxD, h_BxNxD, ctx.self_mask, ctx.rope_video)
+            layer = Attention(name="self_attention", impl=self._self_impl(), **attn)
+            return layer(h_BxNxD, h_BxNxD, ctx.self_segments, ctx.rope_video)
         if self.attention != "factorized":
             raise ValueError(f"attention must be 'full' or 'factorized', got {self.attention!r}")
-        if self._ulysses():
-            raise ValueError("sequence_parallel='ulysses' needs attention='full'")
+        if self._self_impl() != self.attention_impl:
+            raise ValueError(f"sequence_parallel={self.sequence_parallel!r} needs attention='full'")
+        attn = dict(attn, impl=self.attention_impl)
         layer = Attention(name="self_attention", **attn)
         # Spatial attention within each frame, then temporal attention at each position: the
         # token axis is reshaped, so this needs a whole, unpacked clip on a known grid.
@@ -219,19 +252,21 @@ class DiTBlock(nn.Module):
         h = temporal(positions(h), positions(h), None, (positions(cos), positions(sin)))
         return h.reshape(b, gs, gt, d).swapaxes(1, 2).reshape(b, n, d)
 
-    def _ulysses(self) -> bool:
-        if self.sequence_parallel not in ("none", "ulysses"):
+    def _self_impl(self) -> str:
+        """Self-/joint attention's implementation: the sequence-parallel one, if any."""
+        if self.sequence_parallel not in ("none", "ulysses", "ring"):
             raise ValueError(
-                f"sequence_parallel must be 'none' or 'ulysses', got {self.sequence_parallel!r}"
+                "sequence_parallel must be 'none', 'ulysses' or 'ring', "
+                f"got {self.sequence_parallel!r}"
             )
-        return self.sequence_parallel == "ulysses"
+        return self.attention_impl if self.sequence_parallel == "none" else self.sequence_parallel
 
     def _joint_attention(self, h_BxNxD, txt_BxLxD, ctx: BlockContext, attn: dict):
         if self.attention != "full":
             raise ValueError("joint text attention supports attention='full' only")
         t_BxLxD = _layer_norm(txt_BxLxD).astype(self.dtype)
-        joint = JointAttention(name="joint_attention", ulysses=self._ulysses(), **attn)
-        out_t, out_x = joint(t_BxLxD, h_BxNxD, ctx.text_mask, ctx.rope_joint)
+        joint = JointAttention(name="joint_attention", impl=self._self_impl(), **attn)
+        out_t, out_x = joint(t_BxLxD, h_BxNxD, ctx.text_segments, ctx.rope_joint)
         return out_x, txt_BxLxD + out_t
 
 
@@ -242,10 +277,11 @@ class JointAttention(nn.Module):
     num_heads: int
     head_dim: int
     dtype: Any = jnp.float32
-    ulysses: bool = False  # see Attention
+    impl: str = "xla"  # see ATTENTION_IMPLS
+    block: int = 512
 
     @nn.compact
-    def __call__(self, txt_BxLxD, x_BxNxD, mask_Bx1xMxM, rope_joint):
+    def __call__(self, txt_BxLxD, x_BxNxD, segments, rope_joint):
         hk = (self.num_heads, self.head_dim)
 
         def qkv(x, stream):
@@ -261,10 +297,7 @@ class JointAttention(nn.Module):
         q_BxMxHxK = rope.apply_rope(jnp.concatenate([qt, qx], axis=1), *rope_joint)
         k_BxMxHxK = rope.apply_rope(jnp.concatenate([kt, kx], axis=1), *rope_joint)
         v_BxMxHxK = jnp.concatenate([vt, vx], axis=1)
-        attend = (
-            sequence_parallel.ulysses_attention if self.ulysses else jax.nn.dot_product_attention
-        )
-        o_BxMxHxK = attend(q_BxMxHxK, k_BxMxHxK, v_BxMxHxK, mask=mask_Bx1xMxM)
+        o_BxMxHxK = attend(self.impl, q_BxMxHxK, k_BxMxHxK, v_BxMxHxK, segments, self.block)
         out = lambda o, name: Dense(  # noqa: E731
             d, ("heads", "kv", "embed"), axis=(-2, -1), dtype=self.dtype, name=name
         )(o)
@@ -282,7 +315,9 @@ class DiT(nn.Module):
     activation: str = "gelu"
     text_mode: str = "cross"
     attention: str = "full"
-    sequence_parallel: str = "none"  # "ulysses": all-to-all attention over sharded tokens
+    attention_impl: str = "xla"  # "blockwise": memory-efficient exact attention
+    attention_block: int = 512  # its query and key block (and ring attention's)
+    sequence_parallel: str = "none"  # "ulysses" | "ring": attention over sharded tokens
     scan_layers: bool = True
     remat_policy: str = "none"
     dtype: Any = jnp.float32
@@ -340,16 +375,14 @@ class DiT(nn.Module):
         head_dim = d // self.num_heads
         segments = jnp.ones((b, n), jnp.int32) if segments_BxN is None else segments_BxN
         rope_video = rope.rope_angles(coords_BxNx3, head_dim)
-        rope_joint, self_mask = None, None
-        if segments_BxN is not None:
-            self_mask = attention_mask(segments, segments)
+        rope_joint = None
+        self_segments = None if segments_BxN is None else (segments, segments)
         if self.text_mode == "cross":
             if text_segments_BxL is None:
                 text_segments = text_mask_BxL.astype(jnp.int32)  # 1 = real token, 0 = padding
-                text_mask = attention_mask(jnp.ones_like(segments), text_segments)
+                text_segments = (jnp.ones_like(segments), text_segments)
             else:
-                text_segments = jnp.where(text_mask_BxL, text_segments_BxL, 0)
-                text_mask = attention_mask(segments, text_segments)
+                text_segments = (segments, jnp.where(text_mask_BxL, text_segments_BxL, 0))
             txt = text_BxLxE.astype(self.dtype)
         else:
             txt = Dense(d, ("text_embed", "embed"), name="text_in")(text_BxLxE)
@@ -358,13 +391,10 @@ class DiT(nn.Module):
             # packed captions (`text_segments_BxL`) join their own clip's segment only.
             own = -1 if text_segments_BxL is None else text_segments_BxL
             text_segments = jnp.where(text_mask_BxL, own, 0).astype(jnp.int32)
-            joint = jnp.concatenate([text_segments, segments], axis=1)
-            q, k = joint[:, :, None], joint[:, None, :]
-            text_mask = ((q == k) | (q == -1) | (k == -1)) & (k != 0)
-            text_mask = text_mask[:, None]
+            text_segments = (jnp.concatenate([text_segments, segments], axis=1),) * 2
             zeros = jnp.zeros((b, length, 3), jnp.float32)
             rope_joint = rope.rope_angles(jnp.concatenate([zeros, coords_BxNx3], 1), head_dim)
-        ctx = BlockContext(mod_BxNx6xD, self_mask, text_mask, rope_video, rope_joint)
+        ctx = BlockContext(mod_BxNx6xD, self_segments, text_segments, rope_video, rope_joint)
 
         block_fields = dict(
             num_heads=self.num_heads,
@@ -372,6 +402,8 @@ class DiT(nn.Module):
             activation=self.activation,
             text_mode=self.text_mode,
             attention=self.attention,
+            attention_impl=self.attention_impl,
+            attention_block=self.attention_block,
             sequence_parallel=self.sequence_parallel,
             grid=None if grid is None else tuple(grid),
             dtype=self.dtype,

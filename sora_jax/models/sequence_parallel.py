@@ -1,4 +1,4 @@
-"""Ulysses sequence parallelism: attention over a token axis sharded across devices.
+"""Sequence parallelism: attention over a token axis sharded across devices (Ulysses or ring).
 
 With the logical `length` axis mapped onto a mesh axis (DIT_RULES: `sequence`), every device
 holds N / s of the tokens. Attention needs all of them, so inside `shard_map` each of q, k, v
@@ -7,20 +7,32 @@ goes through one all-to-all that trades the token shard for a head shard ([B, N/
 heads, and a second all-to-all trades back (DeepSpeed-Ulysses). Communication per layer is four
 all-to-alls of the activations, independent of N's quadratic attention cost.
 
+Ring attention (Liu et al. 2023) keeps the token shards where they are: each device attends its
+queries to its own key/value shard, then passes that shard to the next device on the `sequence`
+ring (`ppermute`) and merges the partial results (by their softmax mass), s - 1 times
+(`blockwise_attention`, which also bounds each device's score memory). It needs neither heads
+divisible by s nor the whole sequence on one device, at the price of s sequential exchanges;
+the backward pass differentiates through the ring and keeps each step's key/value shard, so it
+holds O(N) keys and values per device (no N^2 scores).
+
 The mesh axes come from the logical-axis rules in force (`sharding.mesh_context`), so models
 still never name mesh axes. Without a mesh, or with the sequence axis of size 1, this is plain
-`jax.nn.dot_product_attention`.
+`jax.nn.dot_product_attention` (Ulysses) or `blockwise_attention` (ring).
 """
 
 import math
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
+
+from sora_jax.models import blockwise_attention as blockwise
 
 # Logical names of q/k/v/out [B, N, H, K] and of the mask [B, 1, N, M] (as in DIT_RULES).
 _QKV = ("batch", "length", "heads", "kv")
 _MASK = ("batch", None, None, None)
+_SEGMENTS = ("batch", "length")
 
 
 def _mesh_axis_size(mesh, axes) -> int:
@@ -69,3 +81,53 @@ def ulysses_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, *, mask=None):
         args += (mask,)
         in_specs += (P(*nn.logical_to_mesh_axes(_MASK)),)
     return jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=qkv_spec)(*args)
+
+
+def ring_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segments=None, block: int = 512):
+    """Self-attention equal to `blockwise_attention` (and so to `jax.nn.dot_product_attention`
+    with `segment_mask`), with tokens sharded on devices. `segments`: (queries', keys' ids) or
+    None; `block`: the blockwise block size. Needs N divisible by the sequence axis' size."""
+    blocks = dict(block_q=block, block_k=block)
+    mesh = jax.sharding.get_abstract_mesh()
+    spec = nn.logical_to_mesh_axes(_QKV)
+    sequence = spec[1]
+    single = mesh.empty or sequence is None or _mesh_axis_size(mesh, sequence) == 1
+    if single or q_BxNxHxK.shape[0] % _mesh_axis_size(mesh, spec[0]):
+        # No ring, or a batch the mesh cannot split (parameter init): one device's math.
+        return blockwise.blockwise_attention(
+            q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, *(segments or ()), **blocks
+        )
+    if isinstance(sequence, tuple):
+        raise ValueError(f"ring attention shards tokens over one mesh axis, got {sequence}")
+    size, (b, n) = mesh.shape[sequence], q_BxNxHxK.shape[:2]
+    if n % size:
+        raise ValueError(
+            f"ring attention over {size} devices needs tokens ({n}) divisible by {size}"
+        )
+    if segments is None:
+        segments = (jnp.ones((b, n), jnp.int32),) * 2
+    ring = [(i, (i + 1) % size) for i in range(size)]
+
+    def local(q, k, v, q_segments, kv_segments):
+        out, row_max, row_sum = blockwise.partial_attention(
+            q, k, v, q_segments, kv_segments, **blocks
+        )
+
+        @jax.checkpoint
+        def next_shard(carry, _):
+            merged, k, v, kv_segments = carry
+            k, v, kv_segments = (jax.lax.ppermute(x, sequence, ring) for x in (k, v, kv_segments))
+            partial = blockwise.partial_attention(q, k, v, q_segments, kv_segments, **blocks)
+            return (blockwise.merge_partials(merged, partial), k, v, kv_segments), None
+
+        carry = ((out.astype(jnp.float32), row_max, row_sum), k, v, kv_segments)
+        ((out, _, _), *_), _ = jax.lax.scan(next_shard, carry, length=size - 1)
+        return out.astype(q.dtype)
+
+    qkv_spec, segment_spec = P(*spec), P(*nn.logical_to_mesh_axes(_SEGMENTS))
+    return jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(qkv_spec,) * 3 + (segment_spec,) * 2,
+        out_specs=qkv_spec,
+    )(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, *segments)
