@@ -76,18 +76,12 @@ def test_blockwise_needs_segments_for_both_sides_or_neither():
 
 @pytest.mark.parametrize("text_mode", ["cross", "joint"])
 def test_dit_with_blockwise_attention_equals_xla(text_mode):
+    """Forward only: gradients through the DiT are checked by the ring tests
+    (test_sequence_parallel.py), whose per-device attention is this one."""
     inp = _inputs((2, 3, 4, 4, 8))
     segments = jnp.asarray([[1] * 7 + [2] * 5, [1] * 9 + [0] * 3])
     xla = dit.dit_from_variant("micro/1x2x2", text_mode=text_mode)
     params = _init(xla, inp)
-    blockwise = dit.dit_from_variant("micro/1x2x2", text_mode=text_mode, attention_impl="blockwise")
-    weights = jax.random.normal(jax.random.key(2), inp["x"].shape)
-
-    def value_and_grads(model):
-        loss = lambda p: jnp.sum(_apply(model, p, inp, segments_BxN=segments) * weights)  # noqa: E731
-        return jax.jit(jax.value_and_grad(loss))(params)
-
-    (want, want_grads), (got, grads) = value_and_grads(xla), value_and_grads(blockwise)
-    np.testing.assert_allclose(got, want, rtol=1e-5)
-    for g, w in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads), strict=True):
-        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
+    blockwise = xla.clone(attention_impl="blockwise", attention_block=8)  # 12 tokens: 2 blocks
+    want, got = (_apply(m, params, inp, segments_BxN=segments) for m in (xla, blockwise))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

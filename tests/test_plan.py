@@ -134,6 +134,6 @@ def test_a_step_the_compiler_refuses_is_reported_as_oom():
     def lower(config, mesh, shape, text=None, depth=None):
         return Refused()
 
-    step = plan.plan_step(lower, None, None, (1,), None, depth=4)
+    step = plan.plan_step(lower, _config(), None, (1,), None, depth=4)
     assert step.argument_bytes is None and step.refused.startswith("RESOURCE_EXHAUSTED")
     assert step.temp_bytes == int(1.5 * 1024**4) and step.flops == 10.0

@@ -157,7 +157,10 @@ def _probe_split(split, n, frames=17, height=64, width=64):
     return {k: float(np.mean(v)) for k, v in per_attribute.items()}, kinds, cut_errors
 
 
-@pytest.mark.parametrize("split", vocab.SPLITS)
+# The train split is `slow` (CI time): the renderer and the probe are the same for both splits.
+@pytest.mark.parametrize(
+    "split", [pytest.param(s, marks=pytest.mark.slow) if s == "train" else s for s in vocab.SPLITS]
+)
 def test_probe_ceiling_on_real_clips(split):
     accuracy, kinds, cut_errors = _probe_split(split, 300)
     assert kinds == {"1_objects", "2_objects", "3_objects", "occlusion", "multi_shot"}
