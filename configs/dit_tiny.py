@@ -42,7 +42,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.model.activation = "gelu"  # "gelu" | "swiglu"
     config.model.text_mode = "cross"  # "cross" | "joint" (MM-DiT)
     config.model.attention = "full"  # "full" | "factorized" (spatial, then temporal)
-    # "xla": jax.nn.dot_product_attention (on CPU/TPU it holds every [N, N] score);
+    # "xla": jax.nn.dot_product_attention (XLA's attention: it holds every [N, N] score);
     # "blockwise": exact attention in query/key blocks, memory N x 512 (blockwise_attention.py).
     config.model.attention_impl = "xla"
     config.model.attention_block = 512  # blockwise (and ring) query/key block

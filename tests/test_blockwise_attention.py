@@ -15,11 +15,11 @@ def _qkv_and_segments(n=37, m=40, heads=3, dim=8, seed=0):
     q, k, v = (
         jnp.asarray(rng.normal(size=(2, length, heads, dim)), jnp.float32) for length in (n, m, m)
     )
-    # Segments 0 (padding), 1, 2 and -1 (global keys, in the second example only: in the first,
-    # padding queries see no key at all, and both implementations average every value).
+    # Segments 0 (padding), 1, 2 and -1 (global tokens; keys in the second example only: in the
+    # first, padding queries see no key at all, and both implementations average every value).
     kv_segments = rng.integers(-1, 3, (2, m))
     kv_segments[0] = np.maximum(kv_segments[0], 0)
-    return (q, k, v), (jnp.asarray(rng.integers(0, 3, (2, n))), jnp.asarray(kv_segments))
+    return (q, k, v), (jnp.asarray(rng.integers(-1, 3, (2, n))), jnp.asarray(kv_segments))
 
 
 def _dense(q, k, v, segments):

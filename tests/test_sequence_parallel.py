@@ -48,7 +48,8 @@ def test_sequence_parallel_matches_one_device(mode, text_mode, degrees, packed):
     params = _init(reference, inp)
     (_, want), want_grads = _loss_and_grads(reference, params, inp, segments)
 
-    model = dit.DiT(text_mode=text_mode, sequence_parallel=mode, **FIELDS)
+    # Ring: 8-token blocks, so a device's 12 joint tokens take two blocks and a filled one.
+    model = dit.DiT(text_mode=text_mode, sequence_parallel=mode, attention_block=8, **FIELDS)
     mesh = sharding.make_mesh(dict(zip(sharding.MESH_AXES, degrees, strict=True)))
     with sharding.mesh_context(mesh, sharding.DIT_RULES):
         step = jax.jit(lambda p, i, s: _loss_and_grads(model, p, i, s))
@@ -81,6 +82,7 @@ def test_sequence_parallel_without_a_sequence_axis_is_one_devices_attention():
         ("ulysses", {}, (2, 3, 2, 4, 8), "tokens (6)"),
         ("ring", {}, (2, 3, 2, 4, 8), "needs tokens (6) divisible by 4"),
         ("ulysses", dict(attention="factorized"), (2, 4, 4, 4, 8), "needs attention='full'"),
+        ("ulysses", dict(attention_impl="blockwise"), (2, 4, 4, 4, 8), "'none' or 'ring'"),
         ("ring", dict(attention="factorized"), (2, 4, 4, 4, 8), "needs attention='full'"),
     ],
 )

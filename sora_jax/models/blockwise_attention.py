@@ -1,7 +1,8 @@
 """Memory-efficient exact attention: softmax attention computed block by block.
 
-`jax.nn.dot_product_attention` lowers to XLA's plain attention on CPU and TPU, which holds the
-[B, H, N, M] score matrix: 111,600 tokens of a 5 s 720p clip need ~1 TiB for one layer's scores.
+`jax.nn.dot_product_attention` by default lowers to XLA's plain attention (on GPU too, unless
+asked for cuDNN), which holds the [B, H, N, M] score matrix: the 111,600 tokens of a 5 s 720p
+clip need ~1 TiB of float32 scores for one 20-head layer.
 Here queries are taken `block_q` at a time and keys `block_k` at a time, and the softmax is
 accumulated online over key blocks (a running maximum and sum per query, the FlashAttention
 recurrence of Dao et al. 2022, Rabe & Staats 2021), so memory grows with N x block instead of
@@ -67,7 +68,10 @@ def partial_attention(
 ):
     """(out [B, N, H, K] in q's dtype, each query's maximum scaled score and softmax sum
     sum_j exp(score_j - maximum), [B, N, H] float32). The maximum is only a shift that keeps
-    exp in range: it carries no gradient, and nothing computed from a partial depends on it."""
+    exp in range: merging uses sum x exp(maximum), which does not depend on it, so it carries no
+    gradient."""
+    if block_q < 1 or block_k < 1:
+        raise ValueError(f"attention blocks must be positive, got {block_q} x {block_k}")
     if (q_segments_BxN is None) != (kv_segments_BxM is None):
         raise ValueError("give segment ids for both queries and keys, or for neither")
     (b, n, _, _), m = q_BxNxHxK.shape, k_BxMxHxK.shape[1]

@@ -92,9 +92,9 @@ def attend(impl: str, q_BxNxHxK, k_BxMxHxK, v_BxMxHxK, segments=None, block: int
     """Softmax attention; `segments` (queries', keys' ids, see `blockwise_attention.
     segment_mask`) or None: every query sees every key. `block`: blockwise/ring block size.
 
-    "xla": `jax.nn.dot_product_attention` (the backend's best: cuDNN flash on GPU, XLA's plain
-    attention holding the [B, H, N, M] scores on CPU/TPU); "blockwise": exact attention in key
-    and query blocks, memory N x block; "ulysses" / "ring": sequence parallelism.
+    "xla": `jax.nn.dot_product_attention` (its default: XLA's plain attention, which holds the
+    [B, H, N, M] scores); "blockwise": exact attention in key and query blocks, memory
+    N x block; "ulysses" / "ring": sequence parallelism (Ulysses runs "xla" on each device).
     """
     if impl == "blockwise":
         return blockwise_attention.blockwise_attention(
@@ -258,6 +258,11 @@ class DiTBlock(nn.Module):
             raise ValueError(
                 "sequence_parallel must be 'none', 'ulysses' or 'ring', "
                 f"got {self.sequence_parallel!r}"
+            )
+        if self.sequence_parallel == "ulysses" and self.attention_impl == "blockwise":
+            raise ValueError(
+                "sequence_parallel='ulysses' attends with XLA's attention on each device; "
+                "attention_impl='blockwise' goes with sequence_parallel 'none' or 'ring'"
             )
         return self.attention_impl if self.sequence_parallel == "none" else self.sequence_parallel
 

@@ -12,8 +12,8 @@ queries to its own key/value shard, then passes that shard to the next device on
 ring (`ppermute`) and merges the partial results (by their softmax mass), s - 1 times
 (`blockwise_attention`, which also bounds each device's score memory). It needs neither heads
 divisible by s nor the whole sequence on one device, at the price of s sequential exchanges;
-the backward pass differentiates through the ring and keeps each step's key/value shard, so it
-holds O(N) keys and values per device (no N^2 scores).
+the backward pass differentiates through the ring and keeps each step's key/value shard and
+float32 merged output, so it holds O(N) keys, values and outputs per device (no N^2 scores).
 
 The mesh axes come from the logical-axis rules in force (`sharding.mesh_context`), so models
 still never name mesh axes. Without a mesh, or with the sequence axis of size 1, this is plain
