@@ -384,8 +384,8 @@ class DiT(nn.Module):
         self_segments = None if segments_BxN is None else (segments, segments)
         if self.text_mode == "cross":
             if text_segments_BxL is None:
-                text_segments = text_mask_BxL.astype(jnp.int32)  # 1 = real token, 0 = padding
-                text_segments = (jnp.ones_like(segments), text_segments)
+                # 1 = real token, 0 = padding
+                text_segments = (jnp.ones_like(segments), text_mask_BxL.astype(jnp.int32))
             else:
                 text_segments = (segments, jnp.where(text_mask_BxL, text_segments_BxL, 0))
             txt = text_BxLxE.astype(self.dtype)
@@ -395,8 +395,8 @@ class DiT(nn.Module):
             # Text tokens (segment -1) join every segment: they see and are seen by all tokens;
             # packed captions (`text_segments_BxL`) join their own clip's segment only.
             own = -1 if text_segments_BxL is None else text_segments_BxL
-            text_segments = jnp.where(text_mask_BxL, own, 0).astype(jnp.int32)
-            text_segments = (jnp.concatenate([text_segments, segments], axis=1),) * 2
+            text_ids_BxL = jnp.where(text_mask_BxL, own, 0).astype(jnp.int32)
+            text_segments = (jnp.concatenate([text_ids_BxL, segments], axis=1),) * 2
             zeros = jnp.zeros((b, length, 3), jnp.float32)
             rope_joint = rope.rope_angles(jnp.concatenate([zeros, coords_BxNx3], 1), head_dim)
         ctx = BlockContext(mod_BxNx6xD, self_segments, text_segments, rope_video, rope_joint)

@@ -41,24 +41,33 @@ def _mesh_axis_size(mesh, axes) -> int:
     return math.prod(mesh.shape[name] for name in names if name is not None)
 
 
+def _sequence_sharding(kind: str, batch: int):
+    """(mesh, mesh spec of q/k/v, the sequence mesh axis) in force for `batch` rows, or None
+    where one device's math gives the same result: no mesh, no sequence axis of more than one
+    device, or a batch the mesh cannot split (parameter init traces batch 1)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    spec = nn.logical_to_mesh_axes(_QKV)
+    sequence = spec[1]
+    if mesh.empty or sequence is None or _mesh_axis_size(mesh, sequence) == 1:
+        return None
+    if isinstance(sequence, tuple):
+        raise ValueError(f"{kind} attention shards tokens over one mesh axis, got {sequence}")
+    if batch % _mesh_axis_size(mesh, spec[0]):
+        return None
+    return mesh, spec, sequence
+
+
 def ulysses_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, *, mask=None):
     """Self-attention equal to `jax.nn.dot_product_attention`, with tokens sharded on devices.
 
     Needs N and the heads on each tensor shard divisible by the sequence axis' size.
     """
-    mesh = jax.sharding.get_abstract_mesh()
-    spec = nn.logical_to_mesh_axes(_QKV)
-    sequence = spec[1]
-    if mesh.empty or sequence is None or _mesh_axis_size(mesh, sequence) == 1:
+    sharded = _sequence_sharding("Ulysses", q_BxNxHxK.shape[0])
+    if sharded is None:
         return jax.nn.dot_product_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, mask=mask)
-    if isinstance(sequence, tuple):
-        raise ValueError(f"Ulysses attention shards tokens over one mesh axis, got {sequence}")
+    mesh, spec, sequence = sharded
     size = mesh.shape[sequence]
-    b, n, heads, _ = q_BxNxHxK.shape
-    if b % _mesh_axis_size(mesh, spec[0]):
-        # A batch the mesh cannot split (parameter init traces batch 1): GSPMD attention gives
-        # the same result, only without the all-to-all schedule.
-        return jax.nn.dot_product_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, mask=mask)
+    n, heads = q_BxNxHxK.shape[1:3]
     local_heads = heads // _mesh_axis_size(mesh, spec[2])
     if n % size or local_heads % size:
         raise ValueError(
@@ -88,17 +97,12 @@ def ring_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segments=None, block: int = 
     with `segment_mask`), with tokens sharded on devices. `segments`: (queries', keys' ids) or
     None; `block`: the blockwise block size. Needs N divisible by the sequence axis' size."""
     blocks = dict(block_q=block, block_k=block)
-    mesh = jax.sharding.get_abstract_mesh()
-    spec = nn.logical_to_mesh_axes(_QKV)
-    sequence = spec[1]
-    single = mesh.empty or sequence is None or _mesh_axis_size(mesh, sequence) == 1
-    if single or q_BxNxHxK.shape[0] % _mesh_axis_size(mesh, spec[0]):
-        # No ring, or a batch the mesh cannot split (parameter init): one device's math.
+    sharded = _sequence_sharding("ring", q_BxNxHxK.shape[0])
+    if sharded is None:
         return blockwise.blockwise_attention(
             q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, *(segments or ()), **blocks
         )
-    if isinstance(sequence, tuple):
-        raise ValueError(f"ring attention shards tokens over one mesh axis, got {sequence}")
+    mesh, spec, sequence = sharded
     size, (b, n) = mesh.shape[sequence], q_BxNxHxK.shape[:2]
     if n % size:
         raise ValueError(
