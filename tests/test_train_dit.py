@@ -401,6 +401,12 @@ def test_training_starts_from_a_bundle(runs, tmp_path):
     for x, y in zip(jax.tree.leaves(started), jax.tree.leaves(run.params), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6)
 
+    # A run on a bundle's VAE exports with that VAE's training log, carried from the bundle.
+    export_lib.export(tmp_path / "dit", tmp_path / "again")
+    vae_log = "logs/vae/metrics.jsonl"
+    assert (shipped / vae_log).is_file()
+    assert (tmp_path / "again" / vae_log).read_bytes() == (shipped / vae_log).read_bytes()
+
     config.model.variant = "micro/1x1x1"
     with pytest.raises(checkpoints.CheckpointError, match="do not fit"):
         train.train_and_evaluate(config, str(tmp_path / "other"))
