@@ -26,15 +26,20 @@ def export(checkpoint, out, step: int | None = None, dtype: str = "float32") -> 
     trees = {bundle.DIT: pipe.params, bundle.VAE: vae_params}
     logs = {"dit": pathlib.Path(checkpoint), "vae": pathlib.Path(ref["workdir"])}
     files = {
-        f"logs/{name}/{METRICS_FILE}": log
+        _bundled_log(name): log
         for name, source in logs.items()
         if (log := _metrics_log(source, name)).is_file()
     }
     return bundle.write(out, meta, trees, dtype=np.dtype(dtype), files=files)
 
 
+def _bundled_log(name: str) -> str:
+    """Where a bundle keeps the `name` ("dit" / "vae") run's metrics log."""
+    return f"logs/{name}/{METRICS_FILE}"
+
+
 def _metrics_log(source: pathlib.Path, name: str) -> pathlib.Path:
     """A run's metrics log: in its workdir, or carried in a bundle the run's model came from."""
     if bundle.is_bundle(source):
-        return source / "logs" / name / METRICS_FILE
+        return source / _bundled_log(name)
     return source / METRICS_FILE
