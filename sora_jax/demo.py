@@ -16,8 +16,7 @@ import time
 
 from absl import flags
 
-from sora_jax import checkpoints, cli, dit_lib, eval_lib, probe_eval, task_eval
-from sora_jax.safety import policy as prompt_policy
+from sora_jax import checkpoints, cli, dit_lib, eval_lib, output_flags, probe_eval, task_eval
 
 SHIPPED = pathlib.Path(__file__).resolve().parents[1] / "checkpoints" / "tiny"
 
@@ -45,8 +44,9 @@ def main(argv):
     load_s = time.perf_counter() - start
     frames, height, width = pipe.config.data.sizes[0]
     prompts = probe_eval.probe_prompts(pipe.config.data, "heldout", _NUM_PROMPTS.value)
-    with cli.user_errors(ValueError):
-        safety = prompt_policy.enforce(prompts)
+    with cli.user_errors(ValueError, OSError):
+        safety = output_flags.enforce_policy(prompts)
+        signer = output_flags.signer()
     settings = eval_lib.Settings(
         # The training size, and a landscape one of about its pixel count.
         sizes=(
@@ -66,7 +66,8 @@ def main(argv):
     clips = task_eval.default_clips(pipe.config.data, _TASKS.value, _NUM_TASK_CLIPS.value)
     report = eval_lib.evaluate(
         pipe, {"heldout": probe_eval.PromptSet.numbered(prompts)}, clips, settings, out_dir,
-        checkpoint=_CHECKPOINT.value, safety=safety, timings={"load": round(load_s, 3)},
+        checkpoint=_CHECKPOINT.value, safety=safety, signer=signer,
+        timings={"load": round(load_s, 3)},
         title="sora_jax demo: the shipped tiny model on held-out prompts",
     )  # fmt: skip
     print(

@@ -47,13 +47,15 @@ def evaluate(
     *,
     checkpoint: str,
     safety: dict,
+    signer: provenance.Credentials | None = None,
     references: dict[str, Callable] | None = None,
     timings: dict | None = None,
     title: str = "sora_jax held-out evaluation",
 ) -> dict:
     """Runs everything and writes `out_dir`; returns the report. `sets` are the text-to-video
     prompt sets, `task_clips` the given clips of each conditioned task (`task_eval`). `safety`
-    is what the prompt policy returned (recorded in the settings and every manifest);
+    is what the prompt policy returned (recorded in the settings and every manifest),
+    `signer` signs every video (None: `provenance.credentials()`);
     `references` maps a set to a function of the size giving real clips to measure the set's
     FVD against (None: none at that size); `timings` adds to the report's (e.g. loading)."""
     out_dir = pathlib.Path(out_dir)
@@ -124,7 +126,11 @@ def evaluate(
             (out_dir / file).parent.mkdir(parents=True, exist_ok=True)
             meta = {"prompt_sha256": provenance.prompt_hash(row["prompt"]), "set": name}
             provenance.write_video(
-                out_dir / file, video, fps=fps, generation={**generation, **meta}
+                out_dir / file,
+                video,
+                fps=fps,
+                generation={**generation, **meta},
+                signer=signer,
             )
             report["videos"].append(
                 {"set": name, **row, "passed": row["adherence"] == 1.0, "file": file}
@@ -136,7 +142,11 @@ def evaluate(
             prompts = [r["prompt"] for r in rows[: settings.grid]]
             hashes = {"prompt_sha256": [provenance.prompt_hash(p) for p in prompts]}
             provenance.write_video(
-                out_dir / f"{stem}.gif", grid, fps=fps, generation={**generation, **hashes}
+                out_dir / f"{stem}.gif",
+                grid,
+                fps=fps,
+                generation={**generation, **hashes},
+                signer=signer,
             )
             atomic.write_json(out_dir / f"{stem}.json", prompts)
     atomic.write_json(out_dir / "report.json", report)

@@ -44,12 +44,12 @@ from sora_jax import (
     dit_lib,
     eval_lib,
     eval_suite,
+    output_flags,
     probe_eval,
     prompt_files,
     task_eval,
 )
 from sora_jax.diffusion import samplers
-from sora_jax.safety import policy as prompt_policy
 
 SPLITS = ("train", "heldout")
 # Train-distribution prompts start after the clips the run trained on.
@@ -262,7 +262,10 @@ def main(argv):
         for name, prompt_set in sets.items():  # reads every prompt: fails fast on one it cannot
             sets[name] = probe_eval.with_expansions(prompt_set, _EXPAND_PROMPT.value, *sizes[0])
         prompts = [p for s in sets.values() for p in s.prompts]
-        safety = prompt_policy.enforce(prompts + [c for g in clips.values() for c in g.captions])
+        captions = [c for g in clips.values() for c in g.captions]
+        safety = output_flags.enforce_policy(prompts + captions)
+    with cli.user_errors(ValueError, OSError):
+        signer = output_flags.signer()
 
     settings = eval_lib.Settings(
         sizes=tuple(sizes),
@@ -288,6 +291,7 @@ def main(argv):
     out_dir = pathlib.Path(_OUT_DIR.value)
     eval_lib.evaluate(
         pipe, sets, clips, settings, out_dir, checkpoint=checkpoint, safety=safety,
+        signer=signer,
         references=reference_clips(pipe, suite), timings={"load": round(load_s, 3)},
     )  # fmt: skip
     print(f"report in {out_dir / 'report.json'}, gallery in {out_dir / 'index.html'}")

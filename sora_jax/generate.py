@@ -31,13 +31,13 @@ from sora_jax import (
     checkpoints,
     cli,
     dit_lib,
+    output_flags,
     prompt_expansion,
     prompt_files,
     provenance,
     task_generation,
 )
 from sora_jax.diffusion import samplers
-from sora_jax.safety import policy as prompt_policy
 from sora_jax.video_io import VideoDecodeError, read_image, read_video
 
 TASKS = ("t2v", "i2v", "extend", "interpolate", "loop", "v2v")
@@ -215,7 +215,7 @@ def main(argv):
         raise cli.UserError(f"--steps must be at least 1, got {_STEPS.value}")
     jobs = read_jobs()
     with cli.user_errors(ValueError):
-        safety = prompt_policy.enforce([job["prompt"] for job in jobs])
+        safety = output_flags.enforce_policy([job["prompt"] for job in jobs])
     inputs = [load_inputs(job) for job in jobs]
     start = time.perf_counter()
     with cli.user_errors(checkpoints.CheckpointError, FileNotFoundError):
@@ -236,6 +236,8 @@ def main(argv):
         for job, given in zip(jobs, inputs, strict=True):
             check_job(pipe, job, given, job["frames"] or run_frames, height, width)
     fps = _FPS.value or pipe.config.data.fps
+    with cli.user_errors(ValueError, OSError):
+        signer = output_flags.signer()
     sample = dict(steps=_STEPS.value, cfg=_CFG.value, method=_SAMPLER.value)
     for job, given in zip(jobs, inputs, strict=True):
         job["out"].parent.mkdir(parents=True, exist_ok=True)
@@ -255,7 +257,7 @@ def main(argv):
                 sample={**sample, "seed": job["seed"]},
             )  # fmt: skip
             sample_s = time.perf_counter() - start
-            provenance.write_video(job["out"], video, fps=fps, generation=generation)
+            provenance.write_video(job["out"], video, fps=fps, generation=generation, signer=signer)
         record = {
             **{k: job[k] for k in ("prompt", "seed", "task")},
             **{k: str(pathlib.Path(job[k]).resolve()) for k in _INPUTS if job[k] is not None},

@@ -1,18 +1,18 @@
 """C2PA content credentials on every video and image sora_jax writes (`generate`, `eval`, `demo`).
 
 Each file carries an embedded, signed C2PA manifest (c2pa-python, offline): a `c2pa.created`
-action whose digital source type is `trainedAlgorithmicMedia` (model output; the demo's rendered
-Shapes World clips say `algorithmicMedia`), the generator's name and version, and an
-`org.sora_jax.generation` assertion with the SHA-256 of the prompt (not the prompt itself), the
-task, the checkpoint step and whether the prompt policy was enforced.
+action whose digital source type is `trainedAlgorithmicMedia` (model output), the generator's
+name and version, and an `org.sora_jax.generation` assertion with the SHA-256 of the prompt (not
+the prompt itself), the task, the checkpoint step and whether the prompt policy was enforced.
 
-Signing credentials, first found wins: `--c2pa_cert` / `--c2pa_key` (PEM chain, leaf first, and
-its private key), the environment variables `SORA_JAX_C2PA_CERT` / `SORA_JAX_C2PA_KEY`, else a
-local **development chain** created on first use under `$SORA_JAX_HOME/c2pa_dev`
-(`~/.cache/sora_jax` by default): a CA and a leaf with the emailProtection EKU, both named
-"UNTRUSTED". Its CA key is discarded once the leaf is signed. Nothing trusts that CA, so
-validators report such files as validly signed by an unknown signer, never as trusted.
-`sora-jax verify FILE` prints a file's manifest and validation state.
+Signing credentials, first found wins: the PEM files given to `credentials` (the commands'
+`--c2pa_cert` / `--c2pa_key`, `output_flags.py`: chain, leaf first, and its private key), the
+environment variables `SORA_JAX_C2PA_CERT` / `SORA_JAX_C2PA_KEY`, else a local **development
+chain** created on first use under `$SORA_JAX_HOME/c2pa_dev` (`~/.cache/sora_jax` by default): a
+CA and a leaf with the emailProtection EKU, both named "UNTRUSTED". Its CA key is discarded once
+the leaf is signed. Nothing trusts that CA, so validators report such files as validly signed by
+an unknown signer, never as trusted. `sora-jax verify FILE` prints a file's manifest and
+validation state.
 """
 
 import dataclasses
@@ -25,20 +25,13 @@ import os
 import pathlib
 import uuid
 
-from absl import flags
-
 from sora_jax import video_io
 
-_CERT = flags.DEFINE_string(
-    "c2pa_cert", None, "PEM certificate chain (leaf first) to sign outputs with (C2PA)."
-)
-_KEY = flags.DEFINE_string("c2pa_key", None, "PEM private key of --c2pa_cert.")
-_ALG = flags.DEFINE_enum("c2pa_alg", "es256", ["es256", "es384", "ps256", "ed25519"], "C2PA alg.")
+SIGNING_ALGS = ("es256", "es384", "ps256", "ed25519")
 
 # Formats the C2PA SDK embeds a manifest in (webm is not one of them).
 SIGNABLE_SUFFIXES = (".gif", ".mov", ".mp4", ".png")
 TRAINED = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
-ALGORITHMIC = "http://cv.iptc.org/newscodes/digitalsourcetype/algorithmicMedia"
 GENERATION_LABEL = "org.sora_jax.generation"
 DEV_ORGANIZATION = "sora_jax development chain (UNTRUSTED)"
 
@@ -55,15 +48,18 @@ def home() -> pathlib.Path:
     return pathlib.Path(os.environ.get("SORA_JAX_HOME", "~/.cache/sora_jax")).expanduser()
 
 
-def credentials() -> Credentials:
-    """The signer: flags, then environment, then the development chain (see module doc)."""
-    cert = _CERT.value or os.environ.get("SORA_JAX_C2PA_CERT")
-    key = _KEY.value or os.environ.get("SORA_JAX_C2PA_KEY")
+def credentials(cert=None, key=None, alg: str = "es256") -> Credentials:
+    """The signer: the `cert` chain and its `key` (PEM files), else the environment, else the
+    development chain (see module doc). `alg` goes with a user's key."""
+    cert = cert or os.environ.get("SORA_JAX_C2PA_CERT")
+    key = key or os.environ.get("SORA_JAX_C2PA_KEY")
     if bool(cert) != bool(key):
         raise ValueError("a C2PA signing certificate and its key go together (--c2pa_cert/_key)")
+    if alg not in SIGNING_ALGS:
+        raise ValueError(f"C2PA signing algorithm must be one of {SIGNING_ALGS}, got {alg!r}")
     if cert:
         chain, secret = (pathlib.Path(p).read_bytes() for p in (cert, key))
-        return Credentials(chain, secret, _ALG.value, development=False)
+        return Credentials(chain, secret, alg, development=False)
     chain, secret = development_chain(home() / "c2pa_dev")
     return Credentials(chain, secret, "es256", development=True)
 
@@ -164,7 +160,7 @@ def prompt_hash(prompt: str) -> str:
     return hashlib.sha256(prompt.encode()).hexdigest()
 
 
-def manifest(title: str, generation: dict, source_type: str) -> dict:
+def manifest(title: str, generation: dict) -> dict:
     agent = {"name": "sora_jax", "version": version()}
     return {
         "claim_generator_info": [agent],
@@ -176,7 +172,7 @@ def manifest(title: str, generation: dict, source_type: str) -> dict:
                     "actions": [
                         {
                             "action": "c2pa.created",
-                            "digitalSourceType": source_type,
+                            "digitalSourceType": TRAINED,
                             "softwareAgent": agent,
                         }
                     ]
@@ -187,9 +183,17 @@ def manifest(title: str, generation: dict, source_type: str) -> dict:
     }
 
 
-def write_video(path, frames, *, fps: float, generation: dict, source_type: str = TRAINED):
+def write_video(
+    path,
+    frames,
+    *,
+    fps: float,
+    generation: dict,
+    signer: Credentials | None = None,
+):
     """`video_io.write_video` plus an embedded, signed C2PA manifest; written whole or not at
-    all. `generation` becomes the `org.sora_jax.generation` assertion (no raw prompts)."""
+    all. `generation` becomes the `org.sora_jax.generation` assertion (no raw prompts);
+    `signer`: None signs with `credentials()` (environment or development chain)."""
     import c2pa
 
     path = pathlib.Path(path)
@@ -198,7 +202,7 @@ def write_video(path, frames, *, fps: float, generation: dict, source_type: str 
             f"{path}: C2PA credentials cannot be embedded in {path.suffix} files; use one of "
             f"{SIGNABLE_SUFFIXES}"
         )
-    creds = credentials()
+    creds = signer or credentials()
     unsigned = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.unsigned{path.suffix}")
     signed = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.signed{path.suffix}")
     try:
@@ -212,7 +216,7 @@ def write_video(path, frames, *, fps: float, generation: dict, source_type: str 
         with (
             c2pa.Signer.from_info(info) as signer,
             c2pa.Context(settings) as context,
-            c2pa.Builder(manifest(path.name, generation, source_type), context=context) as builder,
+            c2pa.Builder(manifest(path.name, generation), context=context) as builder,
         ):
             builder.sign_file(unsigned, signed, signer)
         os.replace(signed, path)

@@ -5,11 +5,8 @@ import sys
 
 import numpy as np
 import pytest
-from absl import flags
 
 from sora_jax import provenance
-
-flags.FLAGS.mark_as_parsed()  # provenance reads its --c2pa_* flags (defaults here)
 
 VIDEO = np.random.default_rng(0).integers(0, 256, (9, 32, 32, 3), dtype=np.uint8)
 GENERATION = {"prompt_sha256": provenance.prompt_hash("a red circle"), "task": "t2v"}
@@ -86,3 +83,11 @@ def test_the_users_certificate_signs_when_configured(tmp_path, monkeypatch):
     monkeypatch.delenv("SORA_JAX_C2PA_KEY")
     with pytest.raises(ValueError, match="go together"):
         provenance.credentials()
+    # Given files (the commands' --c2pa_cert / --c2pa_key) win over the environment.
+    monkeypatch.setenv("SORA_JAX_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SORA_JAX_C2PA_CERT")
+    signer = provenance.credentials(tmp_path / "chain.pem", tmp_path / "key.pem")
+    provenance.write_video(tmp_path / "w.gif", VIDEO, fps=8, generation=GENERATION, signer=signer)
+    assert provenance.read(tmp_path / "w.gif")["signer"]["issuer"] == "Example Studio"
+    with pytest.raises(ValueError, match="signing algorithm"):
+        provenance.credentials(alg="md5")

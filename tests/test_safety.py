@@ -93,6 +93,11 @@ def test_custom_policy_file(tmp_path):
     custom = policy.Policy.load(path)
     assert custom.check(["a giant SQU1D", "a nude beach"])[0].category == "violent"
     assert custom.check(["a nude beach"]) == [None]  # only its own terms; threshold 2: no meaning
+    with pytest.raises(ValueError, match="violent"):
+        policy.enforce(["a giant squid"], policy_file=path)
+    disabled = policy.enforce(["a giant squid"], allow_unsafe=True)
+    assert disabled["prompt_policy"].startswith("disabled")
+    assert policy.enforce(["a red circle"], policy_file=path)["prompt_policy"] == "enforced"
     path.write_text(json.dumps({"threshold": 0.5, "categories": {"gambling": {}}}))
     with pytest.raises(ValueError, match="unknown policy categories"):
         policy.Policy.load(path)

@@ -13,8 +13,9 @@ figures, pre-existing intellectual property. A prompt is refused when either che
    threshold refuses. This catches paraphrases no term list holds.
 
 `Policy.check(prompts)` returns None or a `Refusal` (category, reason) per prompt. Commands call
-`enforce(prompts)` before generating or writing anything; `--allow_unsafe_prompts`
-(research use) turns it off, and the commands record that in each sidecar.
+`enforce(prompts)` before generating or writing anything (through `output_flags`, whose
+`--allow_unsafe_prompts`, research use, turns it off), and record what it returned in each
+sidecar.
 """
 
 import collections
@@ -28,18 +29,6 @@ import re
 import unicodedata
 
 import numpy as np
-from absl import flags
-
-ALLOW_UNSAFE = flags.DEFINE_boolean(
-    "allow_unsafe_prompts",
-    False,
-    "Research use: do not enforce the prompt safety policy (recorded in every sidecar).",
-)
-POLICY_FILE = flags.DEFINE_string(
-    "safety_policy",
-    None,
-    "A prompt policy JSON file (default: sora_jax/safety/default_policy.json).",
-)
 
 CATEGORIES = ("sexual", "violent", "hateful", "public_figures", "intellectual_property")
 
@@ -225,12 +214,12 @@ def _sentence_embedder():
     return embed
 
 
-def enforce(prompts: list[str]) -> dict:
-    """Raises ValueError naming the first refused prompt's category, unless
-    `--allow_unsafe_prompts`; returns the sidecar record of what was enforced."""
-    if ALLOW_UNSAFE.value:
+def enforce(prompts: list[str], *, allow_unsafe: bool = False, policy_file=None) -> dict:
+    """Raises ValueError naming the first refused prompt's category, unless `allow_unsafe`;
+    returns the sidecar record of what was enforced. `policy_file`: None for the default."""
+    if allow_unsafe:
         return {"prompt_policy": "disabled (--allow_unsafe_prompts)"}
-    policy = Policy.load(POLICY_FILE.value)
+    policy = Policy.load(policy_file)
     for prompt, refusal in zip(prompts, policy.check(list(prompts)), strict=True):
         if refusal is not None:
             raise ValueError(f"{refusal}: {prompt!r}")
