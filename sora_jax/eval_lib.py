@@ -59,6 +59,7 @@ def evaluate(
     `references` maps a set to a function of the size giving real clips to measure the set's
     FVD against (None: none at that size); `timings` adds to the report's (e.g. loading)."""
     out_dir = pathlib.Path(out_dir)
+    signer = signer or provenance.credentials()
     report = {
         "checkpoint": checkpoint,
         "step": pipe.step,

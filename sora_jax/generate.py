@@ -214,8 +214,9 @@ def main(argv):
     if _STEPS.value < 1:
         raise cli.UserError(f"--steps must be at least 1, got {_STEPS.value}")
     jobs = read_jobs()
-    with cli.user_errors(ValueError):
+    with cli.user_errors(ValueError, OSError):
         safety = output_flags.enforce_policy([job["prompt"] for job in jobs])
+        signer = output_flags.signer()
     inputs = [load_inputs(job) for job in jobs]
     start = time.perf_counter()
     with cli.user_errors(checkpoints.CheckpointError, FileNotFoundError):
@@ -236,8 +237,6 @@ def main(argv):
         for job, given in zip(jobs, inputs, strict=True):
             check_job(pipe, job, given, job["frames"] or run_frames, height, width)
     fps = _FPS.value or pipe.config.data.fps
-    with cli.user_errors(ValueError, OSError):
-        signer = output_flags.signer()
     sample = dict(steps=_STEPS.value, cfg=_CFG.value, method=_SAMPLER.value)
     for job, given in zip(jobs, inputs, strict=True):
         job["out"].parent.mkdir(parents=True, exist_ok=True)

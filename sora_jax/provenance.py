@@ -59,9 +59,33 @@ def credentials(cert=None, key=None, alg: str = "es256") -> Credentials:
         raise ValueError(f"C2PA signing algorithm must be one of {SIGNING_ALGS}, got {alg!r}")
     if cert:
         chain, secret = (pathlib.Path(p).read_bytes() for p in (cert, key))
+        check_signing_pair(chain, secret, alg)
         return Credentials(chain, secret, alg, development=False)
     chain, secret = development_chain(home() / "c2pa_dev")
     return Credentials(chain, secret, "es256", development=True)
+
+
+def check_signing_pair(chain_pem: bytes, key_pem: bytes, alg: str) -> None:
+    """ValueError unless `key_pem` is the private key of the chain's first (leaf) certificate
+    and of the kind `alg` signs with: checked before anything is generated, where the C2PA SDK
+    would only fail when it signs the first output."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    try:
+        leaf = x509.load_pem_x509_certificates(chain_pem)[0]
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"cannot read the C2PA certificate chain or its key: {e}") from e
+    raw = dict(encoding=serialization.Encoding.DER,
+               format=serialization.PublicFormat.SubjectPublicKeyInfo)  # fmt: skip
+    if key.public_key().public_bytes(**raw) != leaf.public_key().public_bytes(**raw):
+        raise ValueError("the C2PA key is not the key of the chain's first (leaf) certificate")
+    kinds = {"es256": ec.EllipticCurvePrivateKey, "es384": ec.EllipticCurvePrivateKey,
+             "ps256": rsa.RSAPrivateKey, "ed25519": ed25519.Ed25519PrivateKey}  # fmt: skip
+    if not isinstance(key, kinds[alg]):
+        raise ValueError(f"--c2pa_alg {alg} cannot sign with a {type(key).__name__}")
 
 
 def development_chain(directory: pathlib.Path) -> tuple[bytes, bytes]:
@@ -214,11 +238,11 @@ def write_video(
         # 2.5 s of a 2.8 s signed 17x64x64 GIF here (0.02 s without it).
         settings = c2pa.Settings.from_dict({"builder": {"thumbnail": {"enabled": False}}})
         with (
-            c2pa.Signer.from_info(info) as signer,
+            c2pa.Signer.from_info(info) as c2pa_signer,
             c2pa.Context(settings) as context,
             c2pa.Builder(manifest(path.name, generation), context=context) as builder,
         ):
-            builder.sign_file(unsigned, signed, signer)
+            builder.sign_file(unsigned, signed, c2pa_signer)
         os.replace(signed, path)
     finally:
         unsigned.unlink(missing_ok=True)

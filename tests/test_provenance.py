@@ -91,3 +91,26 @@ def test_the_users_certificate_signs_when_configured(tmp_path, monkeypatch):
     assert provenance.read(tmp_path / "w.gif")["signer"]["issuer"] == "Example Studio"
     with pytest.raises(ValueError, match="signing algorithm"):
         provenance.credentials(alg="md5")
+    # A key that does not sign the leaf, or of the wrong kind for --c2pa_alg, or not a key at
+    # all, is refused before anything is generated.
+    _, other_key = provenance.new_chain("Someone Else")
+    (tmp_path / "other.pem").write_bytes(other_key)
+    with pytest.raises(ValueError, match="not the key of the chain"):
+        provenance.credentials(tmp_path / "chain.pem", tmp_path / "other.pem")
+    with pytest.raises(ValueError, match="ps256 cannot sign"):
+        provenance.credentials(tmp_path / "chain.pem", tmp_path / "key.pem", "ps256")
+    with pytest.raises(ValueError, match="cannot read"):
+        provenance.credentials(tmp_path / "chain.pem", tmp_path / "chain.pem")
+
+
+def test_generate_refuses_missing_credentials_before_writing(tmp_path):
+    out = tmp_path / "o.mp4"
+    proc = subprocess.run(
+        [sys.executable, "-m", "sora_jax.generate", f"--checkpoint={tmp_path}/none",
+         "--prompt=a red circle", f"--out={out}", f"--c2pa_cert={tmp_path}/chain.pem",
+         f"--c2pa_key={tmp_path}/key.pem"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "chain.pem" in proc.stderr.strip().splitlines()[-1]
+    assert not list(tmp_path.iterdir())  # refused before the (missing) checkpoint was read
