@@ -258,13 +258,12 @@ def main(argv):
     sets = prompt_sets(pipe, suite)
     clips = task_clips(pipe, task_names(pipe), suite)
     sizes = video_sizes(pipe, suite)
-    with cli.user_errors(ValueError):
+    with cli.user_errors(ValueError, OSError):
         for name, prompt_set in sets.items():  # reads every prompt: fails fast on one it cannot
             sets[name] = probe_eval.with_expansions(prompt_set, _EXPAND_PROMPT.value, *sizes[0])
         prompts = [p for s in sets.values() for p in s.prompts]
         captions = [c for g in clips.values() for c in g.captions]
         safety = output_flags.enforce_policy(prompts + captions)
-    with cli.user_errors(ValueError, OSError):
         signer = output_flags.signer()
 
     settings = eval_lib.Settings(

@@ -59,13 +59,13 @@ def credentials(cert=None, key=None, alg: str = "es256") -> Credentials:
         raise ValueError(f"C2PA signing algorithm must be one of {SIGNING_ALGS}, got {alg!r}")
     if cert:
         chain, secret = (pathlib.Path(p).read_bytes() for p in (cert, key))
-        check_signing_pair(chain, secret, alg)
+        _check_signing_pair(chain, secret, alg)
         return Credentials(chain, secret, alg, development=False)
     chain, secret = development_chain(home() / "c2pa_dev")
     return Credentials(chain, secret, "es256", development=True)
 
 
-def check_signing_pair(chain_pem: bytes, key_pem: bytes, alg: str) -> None:
+def _check_signing_pair(chain_pem: bytes, key_pem: bytes, alg: str) -> None:
     """ValueError unless `key_pem` is the private key of the chain's first (leaf) certificate
     and of the kind `alg` signs with: checked before anything is generated, where the C2PA SDK
     would only fail when it signs the first output."""
