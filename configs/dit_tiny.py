@@ -53,6 +53,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.model.scan_layers = True
     config.model.remat_policy = "none"  # "none" | "full" | "dots" | "dots_no_batch"
     config.model.dtype = "float32"
+    # What the last layer outputs: "velocity" or "data" (clean tokens, turned into the velocity
+    # they imply; models/dit.py). experiments/prediction_target compares the two.
+    config.model.prediction = "velocity"
     config.model.text = ml_collections.ConfigDict()
     config.model.text.name = arg.text  # "minilm" (pretrained, frozen) | "small" (trained)
     config.model.text.max_length = 128  # detailed captions run to ~100 tokens

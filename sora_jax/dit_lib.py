@@ -43,6 +43,8 @@ def make_model(model_config: ml_collections.ConfigDict) -> dit.DiT:
         sequence_parallel=model_config.sequence_parallel,
         scan_layers=model_config.scan_layers,
         remat_policy=model_config.remat_policy,
+        # Configs saved before x-prediction existed lack the field.
+        prediction=model_config.get("prediction", "velocity"),
         dtype=jnp.dtype(model_config.dtype),
     )
 

@@ -23,7 +23,9 @@ The tasks, with (head, tail) latent frames given; `context` is the overlap of an
 | interpolate     | 1       | 1       | connect two frames or clips; a loop ends on its start |
 
 Training draws one task per example with the config's weights (`draw_tasks`), deterministically
-from (seed, step), so a resumed run sees the same tasks.
+from (seed, step), so a resumed run sees the same tasks. A batch of one shape draws all its tasks
+from one group, those that append tail frames or the others (`draw_batch_tasks`), so that most
+batches carry no tail tokens.
 """
 
 import numpy as np
@@ -71,6 +73,31 @@ def draw_tasks(weights: dict, num: int, *, seed: int, step: int) -> list[str]:
     p = np.asarray([weights[t] for t in names], np.float64)
     rng = np.random.default_rng([seed, step, 7])
     return [names[i] for i in rng.choice(len(names), size=num, p=p / p.sum())]
+
+
+def draw_batch_tasks(weights: dict, num: int, *, seed: int, step: int, context: int) -> list[str]:
+    """`draw_tasks` for one batch of one shape, within one group: the tasks that append tail
+    frames, drawn with their share of the weight, or the others.
+
+    Each example's task keeps the weights' distribution, and only the tail group's batches pay for
+    tail tokens: one extend-backward example pads a whole batch of 17-frame clips (80 tokens with
+    1x4x4 patches of the tiny latent) to 112 tokens and to the masked attention path.
+    """
+    check_weights(weights)
+    groups = {False: {}, True: {}}
+    for name, weight in weights.items():
+        if weight > 0:
+            groups[layout(name, context)[1] > 0][name] = weight
+    share = sum(groups[True].values()) / sum(weights.values())
+    rng = np.random.default_rng([seed, step, 11])
+    return draw_tasks(groups[bool(rng.random() < share)], num, seed=seed, step=step)
+
+
+def batch_tail(tasks, latent_frames: int, context: int) -> int:
+    """The tail frames a batch of clips of `latent_frames` latent frames appends for `tasks`: the
+    longest tail among the tasks that fit such a clip (the others fall back to text-to-video)."""
+    layouts = (layout(task, context) for task in tasks)
+    return max((tail for head, tail in layouts if head + tail < latent_frames), default=0)
 
 
 def conditioning_batch(tasks, latent_shape, tails: dict, context: int, longest_tail: int) -> dict:

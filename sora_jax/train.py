@@ -143,12 +143,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         rng,
     )
 
-    longest_tail = max(tail_lengths, default=0)
     shards = dict(process_index=jax.process_index(), process_count=jax.process_count())
     pack = config.packing
     if pack.enabled:  # NaViT rows of clips of any shape; else batches bucketed by shape
         plan = packing.PackPlan(
-            packing.budgets(source.latent_shapes, model.patch_size, longest_tail),
+            packing.budgets(source.latent_shapes, model.patch_size, max(tail_lengths, default=0)),
             seq_len=pack.seq_len,
             max_clips=pack.max_clips,
             rows=config.batch_size,
@@ -177,19 +176,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state = dit_lib.warm_start(state, config.init_from, state_shardings.params)
         logging.info("started from the EMA params of %s", config.init_from)
 
+    def jit_step(loss_fn, batch_shardings):
+        return train_lib.jit_train_step(
+            dit_lib.make_train_step(loss_fn, optimizer, config.ema_decay),
+            state_shardings,
+            batch_shardings,
+            mesh,
+            sharding.DIT_RULES,
+        )
+
     if pack.enabled:
         loss_fn = dit_lib.make_packed_loss_fn(model, text, config.diffusion, stats)
-        shardings = dit_lib.packed_batch_shardings(mesh, text)
+        train_step = jit_step(loss_fn, dit_lib.packed_batch_shardings(mesh, text))
     else:
+        # A batch appends tail frames only when its task group does (tasks.draw_batch_tasks).
         loss_fn = dit_lib.make_loss_fn(model, text, config.diffusion, stats)
-        shardings = dit_lib.batch_shardings(mesh, text, tails=bool(tail_lengths))
-    train_step = train_lib.jit_train_step(
-        dit_lib.make_train_step(loss_fn, optimizer, config.ema_decay),
-        state_shardings,
-        shardings,
-        mesh,
-        sharding.DIT_RULES,
-    )
+        with_tails, without_tails = (
+            jit_step(loss_fn, dit_lib.batch_shardings(mesh, text, tails=tails))
+            for tails in (True, False)
+        )
+
+        def train_step(state, batch, rng):
+            step = with_tails if "tail_latent" in batch else without_tails
+            return step(state, batch, rng)
+
     prompts = probe_eval.probe_prompts(config.data, "heldout", config.num_sample_prompts)
 
     vae, vae_params, _ = vae_lib.load_vae(meta["vae_workdir"], meta["vae_step"])
@@ -203,25 +213,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         params = sharding.host_copy(state.ema)
         return {"sample_adherence": write_samples(workdir, step, pipe, params, prompts, config)}
 
-    def step_tasks(step, per_row=1):
-        # Drawn for the global batch; this process takes its rows, as the data loader does.
-        names = tasks.draw_tasks(weights, config.batch_size * per_row, seed=config.seed, step=step)
+    def process_rows(names, per_row):
+        # Tasks are drawn for the global batch; this process takes its rows, as the loader does.
         rows = [names[i : i + per_row] for i in range(0, len(names), per_row)]
         return rows[jax.process_index() :: jax.process_count()]
 
     def bucketed_batch(example, step):
         latent = example["latent"]
-        names = [row[0] for row in step_tasks(step)]
+        context = config.tasks.context
+        names = tasks.draw_batch_tasks(
+            weights, config.batch_size, seed=config.seed, step=step, context=context
+        )
         tails = {k: example[f"tail{k}"] for k in tail_lengths if f"tail{k}" in example}
         conditioning = tasks.conditioning_batch(
-            names, latent.shape, tails, config.tasks.context, longest_tail
+            [row[0] for row in process_rows(names, 1)],
+            latent.shape,
+            tails,
+            context,
+            tasks.batch_tail(names, latent.shape[1], context),
         )
         return {"latent": latent, **pipe.text_batch(example["caption"]), **conditioning}
 
     def packed_batch(rows, step):
+        names = tasks.draw_tasks(
+            weights, config.batch_size * pack.max_clips, seed=config.seed, step=step
+        )
         batch = packing.pack_batch(
             rows,
-            step_tasks(step, pack.max_clips),
+            process_rows(names, pack.max_clips),
             patch=model.patch_size,
             seq_len=pack.seq_len,
             max_clips=pack.max_clips,

@@ -133,6 +133,18 @@ def test_adaln_zero_starts_as_zero_velocity():
     assert float(jnp.abs(_apply(model, params, inp)).max()) == 0.0
 
 
+def test_data_prediction_returns_the_velocity_its_clean_tokens_imply():
+    inp = _inputs()
+    velocity = dit.dit_from_variant("micro/1x2x2")
+    data = dit.dit_from_variant("micro/1x2x2", prediction="data")
+    params = _init(velocity, inp)  # the same weights: only the output's meaning differs
+    x0 = _apply(velocity, params, inp)
+    t = jnp.maximum(inp["t"], dit.DATA_PREDICTION_T_FLOOR)[..., None]
+    np.testing.assert_allclose(_apply(data, params, inp), (inp["x"] - x0) / t, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="prediction must be"):
+        _apply(dit.dit_from_variant("micro/1x2x2", prediction="noise"), params, inp)
+
+
 @pytest.mark.parametrize(
     "fields",
     [

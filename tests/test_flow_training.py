@@ -6,15 +6,18 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import pytest
 from flax import linen as nn
 
 from sora_jax import config_lib, dit_lib, train_lib
 from sora_jax.text import encoders
 
 
-def test_flow_loss_overfits_a_few_latents():
+@pytest.mark.parametrize("prediction", ["velocity", "data"])
+def test_flow_loss_overfits_a_few_latents(prediction):
     """A hundred steps on two fixed latents must really drive the rectified-flow loss down."""
     config = config_lib.load_config("configs/dit_tiny.py:variant=micro/1x2x2")
+    config.model.prediction = prediction
     text = encoders.make_text_encoder(
         ml_collections.ConfigDict(dict(name="small", width=32, depth=1, heads=2, max_length=8))
     )

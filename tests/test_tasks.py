@@ -38,6 +38,33 @@ def test_draws_follow_the_weights_and_the_step():
     assert set(counts) == {"t2v", "i2v"} and abs(counts["t2v"] / 4000 - 0.75) < 0.03
 
 
+def test_a_batch_draws_from_one_tail_group_and_keeps_the_weights():
+    weights = {"t2v": 0.4, "i2v": 0.2, "i2v_tail": 0.1, "extend_backward": 0.1, "interpolate": 0.2}
+    tailed = {"i2v_tail", "extend_backward", "interpolate"}
+    batches = [tasks.draw_batch_tasks(weights, 32, seed=0, step=s, context=2) for s in range(2000)]
+    assert batches[7] == tasks.draw_batch_tasks(weights, 32, seed=0, step=7, context=2)
+    assert all(set(b) <= tailed or not set(b) & tailed for b in batches)
+    assert abs(sum(set(b) <= tailed for b in batches) / 2000 - 0.4) < 0.04
+    counts = collections.Counter(name for b in batches for name in b)
+    for name, weight in weights.items():
+        assert abs(counts[name] / (2000 * 32) - weight) < 0.03, name
+    # Without tail tasks (or with only them) every batch is of the one group there is.
+    plain = tasks.draw_batch_tasks({"t2v": 1, "i2v": 1}, 8, seed=0, step=0, context=2)
+    assert set(plain) <= {"t2v", "i2v"}
+    assert (
+        tasks.draw_batch_tasks({"interpolate": 1}, 4, seed=0, step=0, context=2)
+        == ["interpolate"] * 4
+    )
+
+
+def test_batch_tail_is_the_longest_that_fits():
+    assert tasks.batch_tail(["t2v", "i2v", "extend_forward"], 5, context=2) == 0
+    assert tasks.batch_tail(["i2v_tail", "interpolate"], 5, context=2) == 1
+    assert tasks.batch_tail(["i2v_tail", "extend_backward"], 5, context=2) == 2
+    assert tasks.batch_tail(["i2v_tail", "extend_backward"], 2, context=2) == 1
+    assert tasks.batch_tail(["interpolate", "extend_backward"], 1, context=2) == 0  # images
+
+
 def test_conditioning_batch():
     names = ["t2v", "i2v", "i2v_tail", "extend_forward", "extend_backward", "interpolate"]
     rng = np.random.default_rng(0)

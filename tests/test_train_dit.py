@@ -21,6 +21,7 @@ from sora_jax import (
     export_lib,
     provenance,
     task_eval,
+    tasks,
     train,
     train_vae,
     vae_lib,
@@ -37,6 +38,7 @@ def _dit_config(vae_workdir, cache_dir, steps=4):
         f"configs/dit_tiny.py:variant=micro/1x2x2,batch=8,steps={steps},clips=16,vae={vae_workdir}"
     )
     config.data.sizes = SIZES
+    config.seed = 1  # steps 0 and 2 draw tail-task batches, 1 and 3 not: both train steps run
     config.latent_cache_dir = str(cache_dir)
     config.model.text.max_length = 128
     config.log_every = 1
@@ -70,7 +72,7 @@ def runs(tmp_path_factory):
 
 
 def test_resume_is_bit_exact(runs):
-    _, straight, resumed, result = runs
+    root, straight, resumed, result = runs
     assert result["step"] == 4 and np.isfinite(result["loss"])
     a = dit_lib.load_pipeline(straight)
     b = dit_lib.load_pipeline(resumed)
@@ -79,6 +81,14 @@ def test_resume_is_bit_exact(runs):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     steps = [m["step"] for m in read_metrics(resumed) if "loss" in m]
     assert steps == [1, 2, 3, 4]
+    # Both halves of the run trained batches with tail frames and without (two compiled steps).
+    config = _dit_config(root / "vae", root / "cache")
+    weights, context = config.tasks.weights.to_dict(), config.tasks.context
+    draws = [
+        tasks.draw_batch_tasks(weights, 8, seed=config.seed, step=s, context=context)
+        for s in range(4)
+    ]
+    assert [tasks.batch_tail(d, 3, context) for d in draws] == [2, 0, 2, 0]
 
 
 def test_run_writes_cache_vae_ref_logs_and_samples(runs):

@@ -309,8 +309,20 @@ class JointAttention(nn.Module):
         return out(o_BxMxHxK[:, :length], "text_out"), out(o_BxMxHxK[:, length:], "out")
 
 
+# x-prediction's velocity (x_t - x0) / t divides by at least this t (JiT's clip, Li & He 2025).
+DATA_PREDICTION_T_FLOOR = 0.05
+
+
 class DiT(nn.Module):
-    """Velocity model v(x_t, t, text) over spacetime-patch tokens."""
+    """Velocity model v(x_t, t, text) over spacetime-patch tokens.
+
+    `prediction` is what the last layer outputs: "velocity" (v itself) or "data" (the clean
+    tokens x0, returned as the velocity they imply). Li & He (2025, "Back to Basics: Let
+    Denoising Generative Models Denoise") show that a network whose patches are as wide as
+    itself (here 1x4x4 patches of 16 latent channels, 256 numbers, into width 256) can fail to
+    output the full-rank noise a velocity contains, while clean data lies on a low-dimensional
+    manifold it can reach.
+    """
 
     width: int
     depth: int
@@ -325,6 +337,7 @@ class DiT(nn.Module):
     sequence_parallel: str = "none"  # "ulysses" | "ring": attention over sharded tokens
     scan_layers: bool = True
     remat_policy: str = "none"
+    prediction: str = "velocity"  # | "data"
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -359,6 +372,8 @@ class DiT(nn.Module):
         """
         if self.text_mode not in ("cross", "joint"):
             raise ValueError(f"text_mode must be 'cross' or 'joint', got {self.text_mode!r}")
+        if self.prediction not in ("velocity", "data"):
+            raise ValueError(f"prediction must be 'velocity' or 'data', got {self.prediction!r}")
         if self.attention == "factorized" and (grid is None or segments_BxN is not None):
             raise ValueError("factorized attention needs the token grid of one unpacked clip")
         b, n, p = x_BxNxP.shape
@@ -443,9 +458,15 @@ class DiT(nn.Module):
         mod_BxNx2xD = nn.with_logical_constraint(mod_BxNx2D.reshape(b, n, 2, d), _MODULATION)
         shift_BxNxD, scale_BxNxD = mod_BxNx2xD[:, :, 0], mod_BxNx2xD[:, :, 1]
         h_BxNxD = modulate(_layer_norm(x_BxNxD), shift_BxNxD, scale_BxNxD)
-        return Dense(p, ("embed", "patch"), kernel_init=nn.initializers.zeros, name="final")(
+        out_BxNxP = Dense(p, ("embed", "patch"), kernel_init=nn.initializers.zeros, name="final")(
             h_BxNxD
         )
+        if self.prediction == "velocity":
+            return out_BxNxP
+        # On x_t = (1 - t) x0 + t eps the velocity eps - x0 is (x_t - x0) / t. Conditioning
+        # tokens (t = 0) are neither scored nor updated, so their floored value is never used.
+        t_BxNx1 = jnp.maximum(t_BxN.astype(jnp.float32), DATA_PREDICTION_T_FLOOR)[..., None]
+        return (x_BxNxP.astype(jnp.float32) - out_BxNxP) / t_BxNx1
 
     def _null_text(self, text_BxLxE, text_mask_BxL, drop_text_B, text_segments_BxL=None):
         """Swaps dropped texts for one learned null token each (and masks the rest): whole
