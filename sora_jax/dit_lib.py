@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
 from flax import linen as nn
 
 from sora_jax import bundle, checkpoints, sharding, train_lib, vae_lib
@@ -683,12 +684,17 @@ def abstract_parts(config, text, depth):
     return model, text, train_lib.make_optimizer(config.optimizer, config.total_steps)
 
 
-def warm_start(state: DiTState, source, shardings) -> DiTState:
-    """`state` with params and EMA both set to the EMA params of a `train` run or a bundle,
-    placed with `shardings` (`config.init_from`; the optimizer starts fresh)."""
-    loaded = load_pipeline(source).params
-    vae_lib.check_same_shapes(state.params, loaded, source)
-    params = jax.device_put(loaded, shardings)
+def warm_start(state: DiTState, model: dit.DiT, source, shardings) -> DiTState:
+    """`state` of `model` with params and EMA both set to the EMA params of a `train` run or a
+    bundle, placed with `shardings` (`config.init_from`; the optimizer starts fresh)."""
+    loaded = load_pipeline(source)
+    vae_lib.check_same_shapes(state.params, loaded.params, source)
+    if loaded.model.prediction != model.prediction:
+        logging.warning(
+            "%s predicts %s and this model %s: its last layer's output changes meaning",
+            source, loaded.model.prediction, model.prediction,
+        )  # fmt: skip
+    params = jax.device_put(loaded.params, shardings)
     return state.replace(params=params, ema=jax.tree.map(jnp.copy, params))  # no shared buffers
 
 

@@ -93,11 +93,17 @@ def draw_batch_tasks(weights: dict, num: int, *, seed: int, step: int, context: 
     return draw_tasks(groups[bool(rng.random() < share)], num, seed=seed, step=step)
 
 
-def batch_tail(tasks, latent_frames: int, context: int) -> int:
-    """The tail frames a batch of clips of `latent_frames` latent frames appends for `tasks`: the
-    longest tail among the tasks that fit such a clip (the others fall back to text-to-video)."""
-    layouts = (layout(task, context) for task in tasks)
-    return max((tail for head, tail in layouts if head + tail < latent_frames), default=0)
+def batch_tail(tasks, weights: dict, latent_frames: int, context: int) -> int:
+    """The tail frames a batch of clips of `latent_frames` latent frames appends for `tasks`:
+    none when no task of the batch has a tail such a clip fits (a task that does not fit falls
+    back to text-to-video), else the longest tail any task of `weights` fits, so that a bucket
+    is compiled with one tail length and once without."""
+
+    def longest(names):
+        layouts = (layout(name, context) for name in names)
+        return max((tail for head, tail in layouts if head + tail < latent_frames), default=0)
+
+    return longest([name for name, w in weights.items() if w > 0]) if longest(tasks) else 0
 
 
 def conditioning_batch(tasks, latent_shape, tails: dict, context: int, longest_tail: int) -> dict:

@@ -125,6 +125,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     weights = config.tasks.weights.to_dict()
     tasks.check_weights(weights)
     tail_lengths = tasks.tail_lengths(weights, config.tasks.context)
+    if tail_lengths and config.model.attention == "factorized":
+        raise ValueError(
+            "factorized attention cannot read appended tail frames: give the tasks "
+            f"{[t for t in weights if tasks.layout(t, config.tasks.context)[1]]} weight 0"
+        )
     meta = prepare_latents(config, workdir, tail_lengths)
     stats = latent_cache.latent_stats(meta)
 
@@ -173,7 +178,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state = restored
         logging.info("resumed from step %d", start_step)
     elif config.get("init_from"):
-        state = dit_lib.warm_start(state, config.init_from, state_shardings.params)
+        state = dit_lib.warm_start(state, model, config.init_from, state_shardings.params)
         logging.info("started from the EMA params of %s", config.init_from)
 
     def jit_step(loss_fn, batch_shardings):
@@ -230,7 +235,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             latent.shape,
             tails,
             context,
-            tasks.batch_tail(names, latent.shape[1], context),
+            tasks.batch_tail(names, weights, latent.shape[1], context),
         )
         return {"latent": latent, **pipe.text_batch(example["caption"]), **conditioning}
 

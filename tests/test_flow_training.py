@@ -41,7 +41,10 @@ def test_flow_loss_overfits_a_few_latents(prediction):
     for _ in range(100):
         state, _ = step(state, batch, jax.random.key(2))
     after = float(held_out_loss(state.params))
-    assert after < 0.7 * before  # measured: 1.94 -> 1.19, (before, after)
+    # Measured: velocity 1.94 -> 1.18; data 15.1 -> 1.73. A data model starts by predicting
+    # x0 = 0, whose velocity error is |x0|^2 / t^2, so `after` is its clean-token error over
+    # the same weighting: below a fifth of the latents' own energy, not merely non-zero output.
+    assert after < {"velocity": 0.7, "data": 0.2}[prediction] * before, (before, after)
 
 
 def test_ema_warms_up():

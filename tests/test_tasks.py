@@ -57,12 +57,17 @@ def test_a_batch_draws_from_one_tail_group_and_keeps_the_weights():
     )
 
 
-def test_batch_tail_is_the_longest_that_fits():
-    assert tasks.batch_tail(["t2v", "i2v", "extend_forward"], 5, context=2) == 0
-    assert tasks.batch_tail(["i2v_tail", "interpolate"], 5, context=2) == 1
-    assert tasks.batch_tail(["i2v_tail", "extend_backward"], 5, context=2) == 2
-    assert tasks.batch_tail(["i2v_tail", "extend_backward"], 2, context=2) == 1
-    assert tasks.batch_tail(["interpolate", "extend_backward"], 1, context=2) == 0  # images
+def test_batch_tail_is_none_or_the_longest_any_weighted_task_fits():
+    weights = {"t2v": 1, "i2v": 1, "i2v_tail": 1, "extend_backward": 1, "interpolate": 0}
+    assert tasks.batch_tail(["t2v", "i2v"], weights, 5, context=2) == 0
+    # One length for every batch with tails, whichever of them it drew.
+    assert tasks.batch_tail(["i2v_tail", "interpolate"], weights, 5, context=2) == 2
+    assert tasks.batch_tail(["extend_backward"], weights, 5, context=2) == 2
+    assert tasks.batch_tail(["i2v_tail"], {"i2v_tail": 1, "interpolate": 1}, 5, context=2) == 1
+    # Two latent frames fit i2v_tail's tail, not extend_backward's (which falls back to t2v).
+    assert tasks.batch_tail(["extend_backward", "i2v_tail"], weights, 2, context=2) == 1
+    assert tasks.batch_tail(["extend_backward"], weights, 2, context=2) == 0
+    assert tasks.batch_tail(["interpolate", "extend_backward"], weights, 1, context=2) == 0
 
 
 def test_conditioning_batch():

@@ -60,19 +60,28 @@ def runs(tmp_path_factory):
     train_vae.train_and_evaluate(vae_config, str(root / "vae"))
     config = _dit_config(root / "vae", root / "cache")
     straight = root / "straight"
-    result = train.train_and_evaluate(config, str(straight))
-    # Resume: a copy of the run that stopped after its step-2 checkpoint, trained on to 4.
-    resumed = root / "resumed"
-    shutil.copytree(straight, resumed, ignore=shutil.ignore_patterns("4", "samples"))
-    lines = (resumed / "metrics.jsonl").read_text().splitlines()
-    kept = [line for line in lines if json.loads(line)["step"] <= 2]
-    (resumed / "metrics.jsonl").write_text("\n".join(kept) + "\n")
-    train.train_and_evaluate(config, str(resumed))
-    return root, straight, resumed, result
+    batch_tails = []  # the tail length of every train batch the runs build
+
+    def recording(*args):
+        batch_tails.append(args[-1])
+        return conditioning_batch(*args)
+
+    conditioning_batch = tasks.conditioning_batch
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tasks, "conditioning_batch", recording)
+        result = train.train_and_evaluate(config, str(straight))
+        # Resume: a copy of the run that stopped after its step-2 checkpoint, trained on to 4.
+        resumed = root / "resumed"
+        shutil.copytree(straight, resumed, ignore=shutil.ignore_patterns("4", "samples"))
+        lines = (resumed / "metrics.jsonl").read_text().splitlines()
+        kept = [line for line in lines if json.loads(line)["step"] <= 2]
+        (resumed / "metrics.jsonl").write_text("\n".join(kept) + "\n")
+        train.train_and_evaluate(config, str(resumed))
+    return root, straight, resumed, result, batch_tails
 
 
 def test_resume_is_bit_exact(runs):
-    root, straight, resumed, result = runs
+    _, straight, resumed, result, batch_tails = runs
     assert result["step"] == 4 and np.isfinite(result["loss"])
     a = dit_lib.load_pipeline(straight)
     b = dit_lib.load_pipeline(resumed)
@@ -81,18 +90,21 @@ def test_resume_is_bit_exact(runs):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     steps = [m["step"] for m in read_metrics(resumed) if "loss" in m]
     assert steps == [1, 2, 3, 4]
-    # Both halves of the run trained batches with tail frames and without (two compiled steps).
-    config = _dit_config(root / "vae", root / "cache")
-    weights, context = config.tasks.weights.to_dict(), config.tasks.context
-    draws = [
-        tasks.draw_batch_tasks(weights, 8, seed=config.seed, step=s, context=context)
-        for s in range(4)
-    ]
-    assert [tasks.batch_tail(d, 3, context) for d in draws] == [2, 0, 2, 0]
+    # Both halves of the run trained batches with tail frames and without (two compiled steps):
+    # steps 0-3, then the resumed 2-3.
+    assert batch_tails == [2, 0, 2, 0, 2, 0]
+
+
+def test_factorized_attention_with_tail_tasks_is_refused_at_the_start(tmp_path):
+    config = _dit_config(tmp_path / "no_vae", tmp_path / "cache")
+    config.model.attention = "factorized"
+    with pytest.raises(ValueError, match="factorized attention cannot read appended tail"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "cache").exists()
 
 
 def test_run_writes_cache_vae_ref_logs_and_samples(runs):
-    root, straight, _, _ = runs
+    root, straight, _, _, _ = runs
     meta = latent_cache.read_meta(root / "cache")
     assert meta["num_clips"] == 16 and len(meta["latent_std"]) == 16
     source = latent_cache.LatentCacheSource(root / "cache")
@@ -105,7 +117,7 @@ def test_run_writes_cache_vae_ref_logs_and_samples(runs):
 
 
 def test_a_changed_model_refuses_the_workdir(runs):
-    root, straight, _, _ = runs
+    root, straight, _, _, _ = runs
     config = _dit_config(root / "vae", root / "cache")
     config.model.variant = "micro/1x1x1"
     with pytest.raises(checkpoints.CheckpointError):
@@ -126,7 +138,7 @@ def _generate(*args):
 
 
 def test_generate_writes_video_and_sidecar(runs, tmp_path):
-    _, straight, _, _ = runs
+    _, straight, _, _, _ = runs
     out = tmp_path / "a.mp4"
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"prompt": "a small red circle moves left on a black background"}\n')
@@ -163,7 +175,7 @@ def test_generate_writes_video_and_sidecar(runs, tmp_path):
 
 
 def test_eval_reports_probe_adherence_per_set(runs, tmp_path):
-    _, straight, _, _ = runs
+    _, straight, _, _, _ = runs
     out_dir = tmp_path / "eval"
     proc = _command(
         "sora_jax.evaluate", f"--checkpoint={straight}", f"--out_dir={out_dir}",
@@ -257,7 +269,7 @@ def test_eval_reports_probe_adherence_per_set(runs, tmp_path):
 def test_latent_cache_holds_tails_encoded_alone(runs):
     """The tail conditioning is the clip's last frames encoded on their own: no leak of the
     earlier frames through the causal encoder, unlike the clip's own last latent frames."""
-    root, _, _, _ = runs
+    root, _, _, _, _ = runs
     source = latent_cache.LatentCacheSource(root / "cache")
     meta = source.meta
     assert meta["tail_lengths"] == [1, 2]
@@ -275,7 +287,7 @@ def test_latent_cache_holds_tails_encoded_alone(runs):
 
 def test_generate_every_task(runs, tmp_path):
     """One prompts file with every task; the given frames come back where the task keeps them."""
-    _, straight, _, _ = runs
+    _, straight, _, _, _ = runs
     first = tmp_path / "first.png"
     clip = tmp_path / "clip.mp4"
     y, x = np.mgrid[:32, :32]
@@ -318,7 +330,7 @@ def test_generate_every_task(runs, tmp_path):
 
 def test_packed_training_on_mixed_shapes(runs):
     """Clips of three shapes (an image among them) packed into rows of one length: it trains."""
-    root, _, _, _ = runs
+    root, _, _, _, _ = runs
     config = _dit_config(root / "vae", root / "cache_mixed", steps=2)
     config.data.sizes = ((9, 32, 32), (1, 32, 32), (5, 32, 48))
     config.packing.enabled = True
@@ -339,7 +351,7 @@ def _assert_trees_equal(a, b):
 
 
 def test_export_writes_a_bundle_that_samples_like_the_run(runs, tmp_path):
-    _, straight, _, _ = runs
+    _, straight, _, _, _ = runs
     out = tmp_path / "bundle"
     proc = _command("sora_jax.export", f"--checkpoint={straight}", f"--bundle={out}")
     assert proc.returncode == 0, proc.stderr
@@ -386,7 +398,7 @@ def test_export_writes_a_bundle_that_samples_like_the_run(runs, tmp_path):
 
 def test_training_starts_from_a_bundle(runs, tmp_path):
     """`init_from`: with a zero learning rate one step later the params are still the bundle's."""
-    root, straight, _, _ = runs
+    root, straight, _, _, _ = runs
     shipped = tmp_path / "bundle"
     export_lib.export(straight, shipped)
     run = dit_lib.load_pipeline(shipped)
