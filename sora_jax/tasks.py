@@ -97,7 +97,7 @@ def batch_tail(tasks, weights: dict, latent_frames: int, context: int) -> int:
     """The tail frames a batch of clips of `latent_frames` latent frames appends for `tasks`:
     none when no task of the batch has a tail such a clip fits (a task that does not fit falls
     back to text-to-video), else the longest tail any task of `weights` fits, so that a bucket
-    is compiled with one tail length and once without."""
+    is compiled once with tails (of one length) and once without."""
 
     def longest(names):
         layouts = (layout(name, context) for name in names)
