@@ -86,6 +86,9 @@ def _check_signing_pair(chain_pem: bytes, key_pem: bytes, alg: str) -> None:
              "ps256": rsa.RSAPrivateKey, "ed25519": ed25519.Ed25519PrivateKey}  # fmt: skip
     if not isinstance(key, kinds[alg]):
         raise ValueError(f"--c2pa_alg {alg} cannot sign with a {type(key).__name__}")
+    curves = {"es256": ec.SECP256R1, "es384": ec.SECP384R1}
+    if alg in curves and not isinstance(key.curve, curves[alg]):
+        raise ValueError(f"--c2pa_alg {alg} signs with {curves[alg].name}, not {key.curve.name}")
 
 
 def development_chain(directory: pathlib.Path) -> tuple[bytes, bytes]:

@@ -91,14 +91,16 @@ def test_the_users_certificate_signs_when_configured(tmp_path, monkeypatch):
     assert provenance.read(tmp_path / "w.gif")["signer"]["issuer"] == "Example Studio"
     with pytest.raises(ValueError, match="signing algorithm"):
         provenance.credentials(alg="md5")
-    # A key that does not sign the leaf, or of the wrong kind for --c2pa_alg, or not a key at
-    # all, is refused before anything is generated.
+    # A key that does not sign the leaf, or of the wrong kind or curve for --c2pa_alg, or not a
+    # key at all, is refused before anything is generated.
     _, other_key = provenance.new_chain("Someone Else")
     (tmp_path / "other.pem").write_bytes(other_key)
     with pytest.raises(ValueError, match="not the key of the chain"):
         provenance.credentials(tmp_path / "chain.pem", tmp_path / "other.pem")
     with pytest.raises(ValueError, match="ps256 cannot sign"):
         provenance.credentials(tmp_path / "chain.pem", tmp_path / "key.pem", "ps256")
+    with pytest.raises(ValueError, match="es384 signs with secp384r1, not secp256r1"):
+        provenance.credentials(tmp_path / "chain.pem", tmp_path / "key.pem", "es384")
     with pytest.raises(ValueError, match="cannot read"):
         provenance.credentials(tmp_path / "chain.pem", tmp_path / "chain.pem")
 
