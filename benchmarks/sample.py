@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from sora_jax import config_lib, dit_lib, vae_lib
+from sora_jax import config_lib, dit_lib, host_memory, vae_lib
 from sora_jax.text import encoders
 
 LATENT = (1, 5, 16, 16, 16)  # the tiny VAE's latent of 17x64x64
@@ -86,6 +86,7 @@ def compile_time(depth: int, scan: bool, steps: int) -> dict:
 
 
 def main():
+    host_memory.retain_freed_memory()  # as the CLI does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--depths", default="2,4,8,16")

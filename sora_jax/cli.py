@@ -11,6 +11,8 @@ import sys
 
 from absl import app
 
+from sora_jax import host_memory
+
 # subcommand -> module with `main(argv)`.
 COMMANDS: dict[str, str] = {
     "data build": "sora_jax.data.build",
@@ -42,7 +44,9 @@ def user_errors(*error_types: type[Exception]):
 
 
 def run(main, argv: list[str] | None = None, name: str | None = None) -> None:
-    """`app.run(main)` that turns a UserError into one clear line on stderr."""
+    """`app.run(main)` that turns a UserError into one clear line on stderr, after keeping
+    freed host memory in the process (`host_memory`: before the first jax computation)."""
+    host_memory.retain_freed_memory()
     name = name or (argv or sys.argv)[0]
     try:
         app.run(main, argv=argv)
@@ -59,6 +63,7 @@ def _usage() -> str:
 
 
 def main() -> None:
+    host_memory.retain_freed_memory()  # before any command's imports start threads
     args = sys.argv[1:]
     if not args or args[0] in ("-h", "--help", "help"):
         print(_usage())

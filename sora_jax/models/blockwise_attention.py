@@ -31,7 +31,7 @@ import jax.numpy as jnp
 
 # The masked-score value `jax.nn.dot_product_attention` uses (-0.7 x float32 max): finite, so a
 # row with no visible key averages all values uniformly, as it does there.
-_MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)
+MASKED_SCORE = -0.7 * float(jnp.finfo(jnp.float32).max)
 # The segment of the keys added to fill the last block: excluded outright (score -inf), so that
 # a query that sees no real key still averages the real values only.
 _FILL = int(jnp.iinfo(jnp.int32).min)
@@ -127,7 +127,7 @@ def _scores(q_i, k_j, qs_i, ks_j):
     """Scaled, masked scores [B, bq, H, bk] float32."""
     s = jnp.einsum("bqhd,bkhd->bqhk", q_i, k_j, preferred_element_type=jnp.float32)
     s = s * (1.0 / math.sqrt(q_i.shape[-1]))
-    s = jnp.where(segment_mask(qs_i, ks_j)[:, :, None, :], s, _MASKED)
+    s = jnp.where(segment_mask(qs_i, ks_j)[:, :, None, :], s, MASKED_SCORE)
     return jnp.where((ks_j == _FILL)[:, None, None, :], -jnp.inf, s)
 
 

@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sora_jax.models import blockwise_attention, rope, sequence_parallel
+from sora_jax.models import blockwise_attention, mixed_precision, rope, sequence_parallel
 from sora_jax.models.layers import Dense, Mlp, RMSNorm
 
 # (width, depth, heads). tiny/micro run on a CPU; S..XL follow DiT's sizes; the multi-billion
@@ -93,8 +93,10 @@ def attend(impl: str, q_BxNxHxK, k_BxMxHxK, v_BxMxHxK, segments=None, block: int
     segment_mask`) or None: every query sees every key. `block`: blockwise/ring block size.
 
     "xla": `jax.nn.dot_product_attention` (its default: XLA's plain attention, which holds the
-    [B, H, N, M] scores); "blockwise": exact attention in key and query blocks, memory
-    N x block; "ulysses" / "ring": sequence parallelism (Ulysses runs "xla" on each device).
+    [B, H, N, M] scores), or in bfloat16 on a CPU the same math with f32 accumulation in both
+    passes (`mixed_precision.attention`); "blockwise": exact attention in key and query blocks,
+    memory N x block; "ulysses" / "ring": sequence parallelism (Ulysses runs
+    `jax.nn.dot_product_attention` on each device, in any dtype).
     """
     if impl == "blockwise":
         return blockwise_attention.blockwise_attention(
@@ -105,8 +107,11 @@ def attend(impl: str, q_BxNxHxK, k_BxMxHxK, v_BxMxHxK, segments=None, block: int
     if impl not in ("xla", "ulysses"):
         raise ValueError(f"attention implementation must be one of {ATTENTION_IMPLS}, got {impl!r}")
     mask = None if segments is None else blockwise_attention.segment_mask(*segments)[:, None]
-    fn = sequence_parallel.ulysses_attention if impl == "ulysses" else jax.nn.dot_product_attention
-    return fn(q_BxNxHxK, k_BxMxHxK, v_BxMxHxK, mask=mask)
+    if impl == "ulysses":
+        return sequence_parallel.ulysses_attention(q_BxNxHxK, k_BxMxHxK, v_BxMxHxK, mask=mask)
+    if mixed_precision.applies_to(q_BxNxHxK.dtype):
+        return mixed_precision.attention(q_BxNxHxK, k_BxMxHxK, v_BxMxHxK, mask)
+    return jax.nn.dot_product_attention(q_BxNxHxK, k_BxMxHxK, v_BxMxHxK, mask=mask)
 
 
 class Attention(nn.Module):

@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sora_jax.models import mixed_precision
+
 Initializer = Callable[..., jax.Array]
 Axes = tuple[str | None, ...]
 
@@ -48,7 +50,10 @@ class Dense(nn.Module):
     kernel_axes: Axes
     axis: int | tuple[int, ...] = -1
     use_bias: bool = True
-    dtype: Any = None  # computation dtype; None = promote inputs and params
+    # Computation dtype; None = promote inputs and params. bfloat16 on a CPU, contracting
+    # trailing axes: bf16 operands with f32 accumulation in both passes (mixed_precision.py),
+    # the result cast to bf16.
+    dtype: Any = None
     param_dtype: Any = jnp.float32
     kernel_init: Initializer = nn.initializers.lecun_normal()
     bias_init: Initializer = nn.initializers.zeros_init()
@@ -79,6 +84,11 @@ class Dense(nn.Module):
                 features,
                 self.param_dtype,
             )
+        trailing = axis == tuple(range(x.ndim - len(axis), x.ndim))
+        if mixed_precision.applies_to(self.dtype) and trailing:
+            # bf16 operands, f32 accumulation in the forward and backward dots.
+            y = mixed_precision.dense(x, kernel, len(axis))
+            return (y if bias is None else y + bias).astype(self.dtype)
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         contract = (axis, tuple(range(len(axis))))
         y = jax.lax.dot_general(x, kernel, (contract, ((), ())))
