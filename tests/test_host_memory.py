@@ -8,17 +8,19 @@ import sys
 import pytest
 
 _FAULTS = """
-import resource, sys
+import ctypes, ctypes.util, resource, sys
 import jax, jax.numpy as jnp
 from sora_jax import host_memory
 if sys.argv[1] == "retain":
     assert host_memory.retain_freed_memory()
+else:  # glibc's default threshold (128 KiB), held fixed: it otherwise rises after a free
+    assert ctypes.CDLL(ctypes.util.find_library("c")).mallopt(-3, 128 * 1024) == 1
 f = jax.jit(lambda x: jnp.sum(jnp.tanh(x @ x.T) @ x))  # ~17 MiB of scratch a call
 x = jnp.ones((4096, 512))
-f(x).block_until_ready()
-f(x).block_until_ready()
+for _ in range(4):  # the heap grows to the scratch's size in the first calls
+    f(x).block_until_ready()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(3):
+for _ in range(4):
     f(x).block_until_ready()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
@@ -27,7 +29,9 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
 def test_retained_memory_stops_per_call_page_faults():
     """Without the setting glibc maps XLA's scratch afresh every call (a page fault per 4 KiB
-    page); with it the scratch is reused."""
+    page); with it the scratch is reused. (At 2.4 GB, the benchmark DiT step's scratch is far
+    above the 32 MiB where glibc's own threshold stops rising, so there it is mapped afresh
+    every step whatever the threshold; this test's small scratch needs the threshold fixed.)"""
 
     env = {k: v for k, v in os.environ.items() if k != "SORA_JAX_SYSTEM_MALLOC"}
 
@@ -42,5 +46,5 @@ def test_retained_memory_stops_per_call_page_faults():
         return int(out.stdout.split()[-1])
 
     system, retained = faults("system"), faults("retain")
-    assert system > 3 * 3_000  # seen: 3 calls x 4,352 pages of 4 KiB
-    assert retained < system / 10
+    assert system > 4 * 3_000, (system, retained)  # seen: 4,352 pages of 4 KiB a call
+    assert retained < system / 5, (system, retained)  # seen: 0 to 2

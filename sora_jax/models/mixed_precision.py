@@ -147,8 +147,11 @@ def attention(q_BxNxHxK, k_BxMxHxK, v_BxMxHxK, mask=None):
     """Softmax attention with bf16 products and f32 scores and softmax; `mask` as
     `jax.nn.dot_product_attention` takes it (True = visible, broadcast to [B, H, N, M]).
     Returns [B, N, H, K] in the queries' dtype."""
-    scale = q_BxNxHxK.shape[-1] ** -0.5
-    scores = einsum("bnhk,bmhk->bhnm", q_BxNxHxK, k_BxMxHxK) * scale
+    # Scaled on the queries, not the [B, H, N, M] scores: XLA:CPU fuses the elementwise work
+    # after a dot into its YNNPACK call, and a scalar there becomes a materialised
+    # [B, H, N, M] operand in both passes.
+    q_BxNxHxK = q_BxNxHxK * jnp.asarray(q_BxNxHxK.shape[-1] ** -0.5, q_BxNxHxK.dtype)
+    scores = einsum("bnhk,bmhk->bhnm", q_BxNxHxK, k_BxMxHxK)
     if mask is not None:
         scores = jnp.where(mask, scores, blockwise_attention.MASKED_SCORE)
     probs = jax.nn.softmax(scores, axis=-1)
