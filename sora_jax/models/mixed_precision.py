@@ -13,13 +13,14 @@ float32. Three things keep a bfloat16 DiT off that path:
    (the operand stays in memory as it is), so the dot is rejected and run in f32, or in some
    programs not run at all ("Unsupported element type for DotThunk: BF16 x BF16 = F32").
 
-`dense` and `einsum` here fix all three: inputs cast to bf16, `preferred_element_type=f32`, and
-a hand-written backward pass whose dots also take bf16 inputs. For (3) the backward dots
-contract over TWO axes (the contracted axis split in two, a free reshape): XLA's dot
-decomposer then canonicalises the dot with a real transpose into [M, K] x [K, N], which
-YNNPACK takes. On this 2-core CPU a [2560, 384] x [384, 1536] product runs at ~1,900 GFLOP/s
-in that form and ~250 in f32, and its two transposed forms at ~1,050 and ~1,550 with the split
-against ~250 without it (`benchmarks/train_step.py` measures the whole step).
+`einsum` (and `dense`, built on it) fixes all three: inputs cast to bf16,
+`preferred_element_type=f32`, and a hand-written backward pass whose dots also take bf16
+inputs. For (3) the backward dots contract over TWO axes (the contracted axis split in two, a
+free reshape): XLA's dot decomposer then canonicalises the dot with a real transpose into
+[M, K] x [K, N], which YNNPACK takes. On this 2-core CPU a [2560, 384] x [384, 1536] product
+runs at ~1,900 GFLOP/s in that form and ~250 in f32, and its two transposed forms at ~1,050
+and ~1,550 with the split against ~250 without it (`benchmarks/train_step.py` measures the
+whole step).
 
 This is the precision policy of mixed-precision training (Micikevicius et al. 2018): bf16
 matmul operands and layer outputs, f32 accumulation, and f32 parameters, residual stream, norms,
@@ -79,36 +80,11 @@ def _backward_dot(spec: str, a, b):
 
 def dense(x, kernel, num_in: int):
     """Contracts x's last `num_in` axes with kernel's first `num_in` axes; float32 result.
-    The gradients come back in x's and kernel's dtypes (autodiff of the casts to bf16)."""
-    return _dense(x.astype(BF16), kernel.astype(BF16), num_in)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _dense(x, kernel, num_in: int):
-    return _dense_fwd(x, kernel, num_in)[0]
-
-
-def _dense_fwd(x, kernel, num_in: int):
-    features = kernel.shape[num_in:]
-    y_MxN = _dot("mk,kn->mn", *_as_matrices(x, kernel, num_in))
-    return y_MxN.reshape(*x.shape[: x.ndim - num_in], *features), (x, kernel)
-
-
-def _dense_bwd(num_in: int, residuals, g):
-    x, kernel = residuals
-    x_MxK, w_KxN = _as_matrices(x, kernel, num_in)
-    g_MxN = g.reshape(x_MxK.shape[0], w_KxN.shape[1]).astype(BF16)
-    dx = _backward_dot("mn,kn->mk", g_MxN, w_KxN).reshape(x.shape).astype(BF16)
-    dkernel = _backward_dot("mk,mn->kn", x_MxK, g_MxN).reshape(kernel.shape).astype(BF16)
-    return dx, dkernel
-
-
-_dense.defvjp(_dense_fwd, _dense_bwd)
-
-
-def _as_matrices(x, kernel, num_in: int):
+    One [M, K] x [K, N] `einsum` on the flattened operands (the reshapes are free); the
+    gradients come back in x's and kernel's dtypes."""
     k = math.prod(kernel.shape[:num_in])
-    return x.reshape(-1, k), kernel.reshape(k, -1)
+    y_MxN = einsum("mk,kn->mn", x.reshape(-1, k), kernel.reshape(k, -1))
+    return y_MxN.reshape(*x.shape[: x.ndim - num_in], *kernel.shape[num_in:])
 
 
 def einsum(spec: str, a, b):
