@@ -721,6 +721,11 @@ def load_pipeline(workdir, step: int | None = None) -> Pipeline:
 
 def _load_bundled(path, step: int | None) -> Pipeline:
     meta = bundle.read_meta(path)
+    if "dit_config" not in meta:
+        raise checkpoints.CheckpointError(
+            f"{path} is a VAE bundle: it holds no DiT (it serves eval-vae, config.vae.workdir "
+            "and config.init_from)"
+        )
     if step is not None and step != meta["dit_step"]:
         raise checkpoints.CheckpointError(
             f"{path} holds the DiT of step {meta['dit_step']}, not step {step}"

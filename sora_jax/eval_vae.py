@@ -27,7 +27,7 @@ from sora_jax.metrics import video_metrics
 from sora_jax.models.vae import ChunkedCodec
 from sora_jax.video_io import VideoDecodeError, read_video, write_video
 
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A `train-vae` workdir.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A `train-vae` workdir or a bundle.")
 _VIDEOS = flags.DEFINE_list("videos", None, "Video files or folders to reconstruct.")
 _DATASET = flags.DEFINE_enum(
     "dataset",

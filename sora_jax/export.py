@@ -8,6 +8,12 @@ not (no optimizer moments, no data position), plus both runs' metrics logs for t
 `MODEL_CARD.md` already in `--bundle` is kept. A bundle also warm-starts training
 (`--config.init_from`).
 
+    sora-jax export --checkpoint workdirs/vae_tiny --bundle checkpoints/vae_tiny --dtype float16
+
+A `train-vae` workdir exports as a VAE bundle: its params, config and training log, which
+`eval-vae --checkpoint`, a DiT run's `config.vae.workdir` and a VAE run's `config.init_from`
+read like the workdir.
+
     sora-jax export --checkpoint workdirs/captioner_tiny --bundle checkpoints/captioner
 
 A `train-captioner` workdir exports as a captioner bundle instead: its params, tokenizer and
@@ -21,7 +27,7 @@ from absl import flags
 from sora_jax import bundle, captioner_lib, checkpoints, cli, export_lib
 
 _CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "A `sora-jax train` or `sora-jax train-captioner` workdir."
+    "checkpoint", None, "A `sora-jax train`, `train-vae` or `train-captioner` workdir."
 )
 _BUNDLE = flags.DEFINE_string("bundle", None, "The bundle directory to write (replaced if one).")
 _STEP = flags.DEFINE_integer("step", None, "The checkpoint step; default: the newest.")
@@ -41,7 +47,9 @@ def main(argv):
             what = f"captioner step {meta['step']}"
         else:
             meta = export_lib.export(_CHECKPOINT.value, _BUNDLE.value, _STEP.value, _DTYPE.value)
-            what = f"DiT step {meta['dit_step']} + VAE step {meta['vae_step']}"
+            what = f"VAE step {meta['vae_step']}"
+            if "dit_step" in meta:
+                what = f"DiT step {meta['dit_step']} + {what}"
     out = pathlib.Path(_BUNDLE.value)
     for name, count in meta["params"].items():
         size = (out / f"{name}.safetensors").stat().st_size / 2**20

@@ -9,9 +9,12 @@ from sora_jax.metric_writers import METRICS_FILE
 
 
 def export(checkpoint, out, step: int | None = None, dtype: str = "float32") -> dict:
-    """Writes the bundle; returns its meta."""
+    """Writes the bundle of a `train` run (DiT + its VAE) or of a `train-vae` run (the VAE
+    alone); returns its meta."""
     if bundle.is_bundle(checkpoint):
         raise checkpoints.CheckpointError(f"{checkpoint} is a bundle already")
+    if vae_lib.is_vae_run(checkpoint):
+        return _export_vae(checkpoint, out, step, dtype)
     pipe = dit_lib.load_pipeline(checkpoint, step)
     ref = dit_lib.read_vae_ref(checkpoint)
     _, vae_params, vae_config = vae_lib.load_vae(ref["workdir"], ref["step"])
@@ -31,6 +34,16 @@ def export(checkpoint, out, step: int | None = None, dtype: str = "float32") -> 
         if (log := _metrics_log(source, name)).is_file()
     }
     return bundle.write(out, meta, trees, dtype=np.dtype(dtype), files=files)
+
+
+def _export_vae(checkpoint, out, step: int | None, dtype: str) -> dict:
+    """A VAE bundle: what `eval-vae`, `config.vae.workdir` and `config.init_from` read."""
+    _, vae_params, vae_config = vae_lib.load_vae(checkpoint, step)
+    vae_step = vae_lib.latest_step(checkpoint) if step is None else step
+    meta = {"vae_config": vae_config.to_dict(), "vae_step": vae_step}
+    log = _metrics_log(pathlib.Path(checkpoint), "vae")
+    files = {_bundled_log("vae"): log} if log.is_file() else {}
+    return bundle.write(out, meta, {bundle.VAE: vae_params}, dtype=np.dtype(dtype), files=files)
 
 
 def _bundled_log(name: str) -> str:

@@ -4,6 +4,7 @@ reconstruction, and loading a trained VAE from a `train-vae` workdir or a bundle
 
 import functools
 import pathlib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -156,6 +157,13 @@ def load_vae(workdir: str | pathlib.Path, step: int | None = None):
         return _load_bundled(workdir, step)
     model, state, config = load_state(workdir, step)
     return model, autoencoder_params(state.params), config
+
+
+def is_vae_run(workdir: str | pathlib.Path) -> bool:
+    """Whether a workdir holds a `train-vae` run (its model is a VAE variant, 'tiny/t4s4c16');
+    CheckpointError if it holds no run."""
+    variant = checkpoints.saved_config(workdir).get("model", {}).get("variant", "")
+    return re.fullmatch(vae_model.VARIANT_PATTERN, variant) is not None
 
 
 def latest_step(workdir: str | pathlib.Path) -> int:

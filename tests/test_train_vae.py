@@ -8,7 +8,16 @@ import jax
 import numpy as np
 import pytest
 
-from sora_jax import checkpoints, config_lib, eval_vae, train_vae, vae_lib
+from sora_jax import (
+    bundle,
+    checkpoints,
+    config_lib,
+    dit_lib,
+    eval_vae,
+    export_lib,
+    train_vae,
+    vae_lib,
+)
 from sora_jax.data.shapes_world.world import generate_clip
 from sora_jax.metric_writers import read_metrics
 
@@ -72,6 +81,31 @@ def test_load_vae_and_eval(run, tmp_path):
     assert (tmp_path / "report.json").exists() and (tmp_path / "recon_000.gif").exists()
     assert all(0 <= v["ssim"] <= 1 and v["lpips"] >= 0 for v in report["videos"])
     assert len(report["psnr_by_frame"]) == 9  # the longest video after trimming
+
+
+def test_a_vae_run_exports_as_a_vae_bundle(run, tmp_path):
+    workdir, _, _ = run
+    meta = export_lib.export(workdir, tmp_path / "half", dtype="float16")
+    assert meta["vae_step"] == 4 and set(meta["params"]) == {bundle.VAE}
+    assert (tmp_path / "half" / "logs" / "vae" / "metrics.jsonl").is_file()
+    model, params, config = vae_lib.load_vae(tmp_path / "half")
+    _, want, want_config = vae_lib.load_vae(workdir)
+    assert config.to_dict() == want_config.to_dict() and vae_lib.latest_step(tmp_path / "half") == 4
+    for got, expected in zip(jax.tree.leaves(params), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-6)
+    clip = generate_clip(1, split="heldout", frames=9, height=32, width=32)["video"][None]
+    diff = vae_lib.reconstruct(model, params, clip).astype(int) - vae_lib.reconstruct(
+        model, want, clip
+    )
+    assert np.abs(diff).max() <= 2  # float16 storage moves a pixel by a rounding step at most
+
+    export_lib.export(workdir, tmp_path / "step2", step=2)
+    _, at_2, _ = vae_lib.load_vae(tmp_path / "step2")
+    _, want_2, _ = vae_lib.load_vae(workdir, step=2)
+    assert vae_lib.latest_step(tmp_path / "step2") == 2
+    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, at_2, want_2)))
+    with pytest.raises(checkpoints.CheckpointError, match="holds no DiT"):
+        dit_lib.load_pipeline(tmp_path / "half")
 
 
 def test_psnr_by_frame_pools_the_videos_that_have_each_frame():

@@ -52,9 +52,13 @@ WIDTHS = {
 }
 
 
+# "tiny/t4s8c16": width preset / temporal, spatial factors, latent channels.
+VARIANT_PATTERN = r"(\w+)/t(\d+)s(\d+)c(\d+)"
+
+
 def decode_variant(variant: str) -> dict:
     """ "tiny/t4s8c16" -> VideoVAE fields: width preset / temporal, spatial, latent channels."""
-    match = re.fullmatch(r"(\w+)/t(\d+)s(\d+)c(\d+)", variant)
+    match = re.fullmatch(VARIANT_PATTERN, variant)
     if not match or match[1] not in WIDTHS:
         raise ValueError(
             f"bad VAE variant {variant!r}; expected e.g. 'tiny/t4s8c16' with width "
