@@ -56,6 +56,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     # What the last layer outputs: "velocity" or "data" (clean tokens, turned into the velocity
     # they imply; models/dit.py). experiments/prediction_target compares the two.
     config.model.prediction = "velocity"
+    # Also feed the caption's mean text state into adaLN (a global colour / shape / motion
+    # signal for every token, besides attention to the per-token states); off: attention only.
+    config.model.pooled_text = False
     config.model.text = ml_collections.ConfigDict()
     config.model.text.name = arg.text  # "minilm" (pretrained, frozen) | "small" (trained)
     config.model.text.max_length = 128  # detailed captions run to ~100 tokens

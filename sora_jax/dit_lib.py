@@ -46,6 +46,8 @@ def make_model(model_config: ml_collections.ConfigDict) -> dit.DiT:
         remat_policy=model_config.remat_policy,
         # Configs saved before x-prediction existed lack the field.
         prediction=model_config.get("prediction", "velocity"),
+        # Configs saved before the pooled-text switch lack the field.
+        pooled_text=model_config.get("pooled_text", False),
         dtype=jnp.dtype(model_config.dtype),
     )
 

@@ -181,9 +181,10 @@ def test_each_token_has_its_own_timestep():
     assert float(changed[1].max()) == 0.0  # other examples do not
 
 
-def test_text_padding_and_null_text():
+@pytest.mark.parametrize("pooled_text", [False, True])
+def test_text_padding_and_null_text(pooled_text):
     inp = _inputs()
-    model = dit.dit_from_variant("micro/1x2x2")
+    model = dit.dit_from_variant("micro/1x2x2", pooled_text=pooled_text)
     params = _init(model, inp)
     base = _apply(model, params, inp)
     # Example 0 has 4 real text tokens: its padded positions are invisible.
@@ -198,6 +199,25 @@ def test_text_padding_and_null_text():
         atol=1e-6,
     )
     assert float(jnp.abs(_apply(model, params, inp, drop_text_B=drop) - base).max()) > 1e-4
+
+
+def test_pooled_text_enters_adaln_through_a_zero_initialised_projection():
+    inp = _inputs()
+    plain = dit.dit_from_variant("micro/1x2x2")
+    pooled = dit.dit_from_variant("micro/1x2x2", pooled_text=True)
+    initial = nn.unbox(_variables(pooled, inp)["params"])
+    assert not np.any(initial["text_pool"]["kernel"])
+    params = _init(pooled, inp)
+    without = {k: v for k, v in params.items() if k != "text_pool"}
+    assert set(without) == set(_init(plain, inp))
+    zeroed = dict(params, text_pool=jax.tree.map(jnp.zeros_like, params["text_pool"]))
+    np.testing.assert_allclose(_apply(pooled, zeroed, inp), _apply(plain, without, inp), atol=1e-6)
+    # Trained, the projection carries the caption's mean over its real tokens.
+    assert float(jnp.abs(_apply(pooled, params, inp) - _apply(plain, without, inp)).max()) > 1e-4
+    mean = jnp.sum(inp["text"] * inp["text_mask"][..., None], 1) / inp["text_mask"].sum(1)[:, None]
+    np.testing.assert_allclose(
+        dit.pool_text(inp["text"], inp["text_mask"], None)[:, 0], mean, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_packed_clips_equal_separate_clips():
@@ -274,11 +294,13 @@ def test_presets_lower_a_sharded_train_step(variant, mesh):
     assert "sharding" in text and len(text) > 10_000
 
 
-@pytest.mark.parametrize("text_mode", ["cross", "joint"])
-def test_packed_clips_with_their_own_captions(text_mode):
+@pytest.mark.parametrize(
+    "text_mode, pooled_text", [("cross", False), ("joint", False), ("cross", True)]
+)
+def test_packed_clips_with_their_own_captions(text_mode, pooled_text):
     """Clips packed with different captions (text segments), one dropped for guidance, equal
-    each clip run on its own with its own caption."""
-    model = dit.dit_from_variant("micro/1x2x2", text_mode=text_mode)
+    each clip run on its own with its own caption (and its own pooled caption in adaLN)."""
+    model = dit.dit_from_variant("micro/1x2x2", text_mode=text_mode, pooled_text=pooled_text)
     a = _inputs((1, 3, 4, 4, 8), seed=1)
     b = _inputs((1, 2, 4, 2, 8), seed=2)
     a = dict(a, text_mask=a["text_mask"][:1], text=a["text"][:1])

@@ -343,6 +343,9 @@ class DiT(nn.Module):
     scan_layers: bool = True
     remat_policy: str = "none"
     prediction: str = "velocity"  # | "data"
+    # Also feed the caption's mean text state into every token's adaLN modulation (through a
+    # zero-initialised projection), next to the per-token states cross/joint attention reads.
+    pooled_text: bool = False
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -392,13 +395,18 @@ class DiT(nn.Module):
         temb_BxNxD = Mlp(hidden_dim=d, activation="gelu", name="time_mlp")(
             Dense(d, ("freq", "embed"), name="time_in")(timestep_features(t_BxN))
         )
+        segments = jnp.ones((b, n), jnp.int32) if segments_BxN is None else segments_BxN
+        if self.pooled_text:  # [B, 1 or N, E] -> added to every token's timestep embedding
+            pooled = pool_text(text_BxLxE, text_mask_BxL, segments, text_segments_BxL)
+            temb_BxNxD = temb_BxNxD + Dense(
+                d, ("text_embed", "embed"), kernel_init=nn.initializers.zeros, name="text_pool"
+            )(pooled)
         # adaLN-Zero: zero-initialised modulation, so every block starts as the identity.
         mod_BxNx6xD = Dense(
             (6, d), ("embed", None, "adaln"), kernel_init=nn.initializers.zeros, name="adaln"
         )(nn.silu(temb_BxNxD))
 
         head_dim = d // self.num_heads
-        segments = jnp.ones((b, n), jnp.int32) if segments_BxN is None else segments_BxN
         rope_video = rope.rope_angles(coords_BxNx3, head_dim)
         rope_joint = None
         self_segments = None if segments_BxN is None else (segments, segments)
@@ -496,6 +504,24 @@ class DiT(nn.Module):
         text = jnp.where(drop_BxL[..., None], null_BxLxE, text_BxLxE)
         mask = jnp.where(drop_BxL, first_BxL, text_mask_BxL)
         return text, mask
+
+
+def pool_text(text_BxLxE, text_mask_BxL, segments_BxN, text_segments_BxL=None):
+    """Each token's caption as the mean of its real (unmasked) text states: [B, 1, E] for one
+    caption per example, or [B, N, E] with `text_segments_BxL`: the caption of the token's own
+    packed clip (`segments_BxN`, 1..S; padding tokens get clip 1's and are never scored)."""
+    text_BxLxE = text_BxLxE.astype(jnp.float32)
+    if text_segments_BxL is None:
+        mask_BxLx1 = text_mask_BxL[..., None].astype(jnp.float32)
+        sums_Bx1xE = jnp.sum(text_BxLxE * mask_BxLx1, axis=1, keepdims=True)
+        return sums_Bx1xE / jnp.maximum(jnp.sum(mask_BxLx1, axis=1, keepdims=True), 1.0)
+    length = text_BxLxE.shape[1]
+    clips = jnp.arange(1, length + 1)  # at most one packed clip per text position
+    member_BxLxS = (text_segments_BxL[..., None] == clips) & text_mask_BxL[..., None]
+    sums_BxSxE = jnp.einsum("bls,ble->bse", member_BxLxS.astype(jnp.float32), text_BxLxE)
+    pooled_BxSxE = sums_BxSxE / jnp.maximum(member_BxLxS.sum(axis=1), 1)[..., None]
+    clip_BxN = jnp.clip(segments_BxN - 1, 0, length - 1)
+    return jnp.take_along_axis(pooled_BxSxE, clip_BxN[..., None], axis=1)
 
 
 def dit_from_variant(variant: str, **fields) -> DiT:
