@@ -108,6 +108,20 @@ def test_a_vae_run_exports_as_a_vae_bundle(run, tmp_path):
         dit_lib.load_pipeline(tmp_path / "half")
 
 
+def test_the_shipped_vae_bundle_reconstructs_held_out_clips():
+    """checkpoints/vae_tiny is the README's 31 dB VAE (a wrong file or a broken loader would
+    read far lower)."""
+    model, params, config = vae_lib.load_vae("checkpoints/vae_tiny")
+    assert config.model.variant == "tiny/t4s4c16"
+    assert vae_lib.latest_step("checkpoints/vae_tiny") == 7500
+    clips = np.stack(
+        [generate_clip(i, split="heldout", frames=17, height=64, width=64)["video"] for i in (0, 1)]
+    )
+    recon = np.asarray(vae_lib.reconstruct(model, params, clips))
+    mse = np.mean((recon.astype(np.float64) - clips) ** 2)
+    assert 10 * np.log10(255**2 / mse) > 31.5  # 33.0 dB; the 1,840-step VAE reads 29.2
+
+
 def test_psnr_by_frame_pools_the_videos_that_have_each_frame():
     errors = [np.array([65.025, 6.5025]), np.array([65.025])]
     assert eval_vae.psnr_by_frame(errors) == [30.0, 40.0]
