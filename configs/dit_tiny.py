@@ -31,7 +31,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.data.num_threads = 1
 
     config.vae = ml_collections.ConfigDict()
-    config.vae.workdir = arg.vae  # a `train-vae` run
+    config.vae.workdir = arg.vae  # a `train-vae` run, or a bundle with a VAE
     config.vae.step = -1  # -1: its newest checkpoint, pinned in W/vae.json at the first start
     config.latent_cache_dir = ""  # "": W/latent_cache
     config.latent_cache_batch = 8

@@ -51,8 +51,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
 
     config.optimizer = ml_collections.ConfigDict()
     # 8e-4 diverges without normalisation. Continuing a trained VAE (`init_from`), 3e-4 holds it
-    # back: held-out PSNR fell from 28.1 to 26.6 dB over 1,000 steps at 2.7-2.9e-4 and rose to
-    # 30.2 within 150 steps of a cut to ~1e-4 (README, `vae_tiny17e`); continue at 1.5e-4.
+    # back: held-out PSNR fell from 28.1 to 26.6 dB over 1,000 steps at 2.8-2.4e-4 and rose to
+    # 30.2 within 150 steps of a cut to 1.1e-4 (README, `vae_tiny17e`); continue at 1.5e-4.
     config.optimizer.learning_rate = 3e-4
     config.optimizer.warmup_steps = 200
     config.optimizer.b1 = 0.9

@@ -5,7 +5,9 @@ EMA, data position) and points at the VAE's own workdir. A bundle keeps only the
 and the VAE's params, as safetensors with flat `a/b/c` names (no pickle, no code), next to
 `bundle.json`: both configs, the steps they were trained to, the latent statistics the DiT was
 trained with, and the sha256 of every weights file. `sora-jax export` writes one; every command
-that takes `--checkpoint` (and `config.vae.workdir`, `config.init_from`) reads one.
+that takes `--checkpoint` (and `config.vae.workdir`, `config.init_from`) reads one. A
+`train-vae` run exports as a VAE bundle (the VAE's params, config and step alone; read where a
+VAE is), a `train-captioner` run as a captioner bundle (`captioner_lib`).
 
     checkpoints/<name>/bundle.json
     checkpoints/<name>/dit_ema.safetensors

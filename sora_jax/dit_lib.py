@@ -725,8 +725,8 @@ def _load_bundled(path, step: int | None) -> Pipeline:
     meta = bundle.read_meta(path)
     if "dit_config" not in meta:
         raise checkpoints.CheckpointError(
-            f"{path} is a VAE bundle: it holds no DiT (it serves eval-vae, config.vae.workdir "
-            "and config.init_from)"
+            f"{path} holds no DiT (a VAE bundle serves eval-vae, config.vae.workdir and "
+            "config.init_from; a captioner bundle serves caption)"
         )
     if step is not None and step != meta["dit_step"]:
         raise checkpoints.CheckpointError(

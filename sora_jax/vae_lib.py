@@ -169,7 +169,7 @@ def is_vae_run(workdir: str | pathlib.Path) -> bool:
 def latest_step(workdir: str | pathlib.Path) -> int:
     """The newest step of a `train-vae` run, or the step a bundle's VAE was trained to."""
     if bundle.is_bundle(workdir):
-        return bundle.read_meta(workdir)["vae_step"]
+        return _vae_meta(workdir)["vae_step"]
     return checkpoints.latest_step(workdir)
 
 
@@ -208,8 +208,16 @@ def load_state(workdir: str | pathlib.Path, step: int | None = None):
     return model, checkpoints.restore_state(workdir, target, step), config
 
 
-def _load_bundled(path, step: int | None):
+def _vae_meta(path) -> dict:
+    """A bundle's meta; CheckpointError if it holds no VAE (a captioner bundle)."""
     meta = bundle.read_meta(path)
+    if "vae_config" not in meta:
+        raise checkpoints.CheckpointError(f"{path} holds no VAE")
+    return meta
+
+
+def _load_bundled(path, step: int | None):
+    meta = _vae_meta(path)
     if step is not None and step != meta["vae_step"]:
         raise checkpoints.CheckpointError(
             f"{path} holds the VAE of step {meta['vae_step']}, not step {step}"

@@ -216,7 +216,7 @@ def test_pooled_text_enters_adaln_through_a_zero_initialised_projection():
     assert float(jnp.abs(_apply(pooled, params, inp) - _apply(plain, without, inp)).max()) > 1e-4
     mean = jnp.sum(inp["text"] * inp["text_mask"][..., None], 1) / inp["text_mask"].sum(1)[:, None]
     np.testing.assert_allclose(
-        dit.pool_text(inp["text"], inp["text_mask"], None)[:, 0], mean, rtol=1e-5, atol=1e-6
+        dit.pool_text(inp["text"], inp["text_mask"])[:, 0], mean, rtol=1e-5, atol=1e-6
     )
 
 

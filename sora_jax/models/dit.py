@@ -506,7 +506,7 @@ class DiT(nn.Module):
         return text, mask
 
 
-def pool_text(text_BxLxE, text_mask_BxL, segments_BxN, text_segments_BxL=None):
+def pool_text(text_BxLxE, text_mask_BxL, segments_BxN=None, text_segments_BxL=None):
     """Each token's caption as the mean of its real (unmasked) text states: [B, 1, E] for one
     caption per example, or [B, N, E] with `text_segments_BxL`: the caption of the token's own
     packed clip (`segments_BxN`, 1..S; padding tokens get clip 1's and are never scored)."""
