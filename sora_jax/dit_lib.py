@@ -283,7 +283,8 @@ def guided_pair_fn(model: dit.DiT, dit_params, coords_2BxNx3, text_BxLxE, mask_B
 
 
 @functools.partial(
-    jax.jit, static_argnames=("model", "text", "latent_shape", "steps", "method", "shift")
+    jax.jit,
+    static_argnames=("model", "text", "latent_shape", "steps", "method", "shift", "cfg_interval"),
 )
 def sample_latents(
     model: dit.DiT,
@@ -299,6 +300,7 @@ def sample_latents(
     shift: float,
     cfg: float,
     stats,
+    cfg_interval: tuple[float, float] | None = None,
     head=None,
     tail=None,
     init=None,
@@ -343,7 +345,7 @@ def sample_latents(
         text_mask_BxL,
         grid if tail is None else None,
     )
-    velocity = samplers.cfg_velocity_batched(pair_fn, cfg)
+    velocity = samplers.cfg_velocity_batched(pair_fn, cfg, cfg_interval)
     tokens = samplers.sample(
         velocity,
         x_start,
@@ -459,6 +461,7 @@ class Pipeline:
         cfg,
         seed,
         method="euler",
+        cfg_interval=None,
         params=None,
         head_video=None,
         tail_video=None,
@@ -471,10 +474,12 @@ class Pipeline:
         F = 1 + r (k - 1) frames (r: the VAE's temporal factor), `tail_video` likewise the last
         ones; each is encoded alone. `init_video` [B, frames, H, W, 3] is edited at `strength`
         (SDEdit). `seed`: an int for the whole batch's noise, or one per prompt (each video
-        then depends on its own seed alone, not on the batch it is sampled in). `params`
+        then depends on its own seed alone, not on the batch it is sampled in). `cfg_interval`
+        (lo, hi): guide only while t is in it (`samplers.guide`). `params`
         replaces the loaded DiT params (the trainer samples its current EMA with them, keeping
         the compiled text encoder and sampler of this pipeline).
         """
+        samplers.check_interval(cfg_interval)
         shape = self.latent_shape(len(prompts), frames, height, width)
         head = tail = init = None
         if head_video is not None:
@@ -514,6 +519,7 @@ class Pipeline:
             method=method,
             shift=rectified_flow.shift_for_tokens(tokens, **self.config.diffusion.shift),
             cfg=cfg,
+            cfg_interval=None if cfg_interval is None else tuple(map(float, cfg_interval)),
             stats=self.stats,
             head=head,
             tail=tail,

@@ -27,6 +27,7 @@ class Settings:
     sizes: tuple[tuple[int, int, int], ...]  # (frames, height, width) of text-to-video sets
     steps: int = 25
     cfg: float = 4.0
+    cfg_interval: tuple[float, float] | None = None  # guided t range (samplers.guide); None: all
     sampler: str = "euler"
     seed: int = 0  # recorded: what every prompt's and clip's own seed was shifted by
     suite: str = ""  # the `eval_suite` file the sets and task clips came from, if any
@@ -70,7 +71,12 @@ def evaluate(
         "timings_s": dict(timings or {}),
     }
     outputs = {}  # set name -> (videos, rows)
-    sample = dict(steps=settings.steps, cfg=settings.cfg, method=settings.sampler)
+    sample = dict(
+        steps=settings.steps,
+        cfg=settings.cfg,
+        cfg_interval=settings.cfg_interval,
+        method=settings.sampler,
+    )
 
     def generate(prompts, seeds, size):
         frames, height, width = size
@@ -186,9 +192,12 @@ def render(report: dict, title: str) -> str:
             gallery.card(row["file"], row["prompt"], row["reading"], row["passed"], meta)
         )
     s = report["settings"]
+    interval = s.get("cfg_interval")
+    guided = f" for t in [{interval[0]}, {interval[1]}]" if interval else ""
     intro = (
         f"<p>Checkpoint <code>{report['checkpoint']}</code> at step {report['step']}; "
-        f"{s['sampler']} sampler, {s['steps']} steps, guidance {s['cfg']}, seed {s['seed']}. "
+        f"{s['sampler']} sampler, {s['steps']} steps, guidance {s['cfg']}{guided}, "
+        f"seed {s['seed']}. "
         "Each card is one generated video with its prompt and what the probe reads from its "
         "pixels; it passes when every prompted attribute reads back.</p>"
     )

@@ -63,6 +63,7 @@ _WIDTH = flags.DEFINE_integer("width", None, "Width (multiple of 16); default: t
 _FPS = flags.DEFINE_float("fps", None, "Frames per second of the file; default: the run's.")
 _STEPS = flags.DEFINE_integer("steps", 25, "Sampler steps.")
 _CFG = flags.DEFINE_float("cfg", 4.0, "Classifier-free guidance scale (1 = none).")
+_CFG_INTERVAL = flags.DEFINE_list("cfg_interval", [], samplers.INTERVAL_HELP)
 _SEED = flags.DEFINE_integer("seed", 0, "Noise seed (per-line seeds in --prompts win).")
 _SAMPLER = flags.DEFINE_enum("sampler", "euler", samplers.METHODS, "ODE solver.")
 _EXPAND_PROMPT = flags.DEFINE_bool(
@@ -213,6 +214,8 @@ def main(argv):
         raise cli.UserError("--checkpoint is required")
     if _STEPS.value < 1:
         raise cli.UserError(f"--steps must be at least 1, got {_STEPS.value}")
+    with cli.user_errors(ValueError):
+        cfg_interval = samplers.parse_interval(_CFG_INTERVAL.value)
     jobs = read_jobs()
     with cli.user_errors(ValueError, OSError):
         safety = output_flags.enforce_policy([job["prompt"] for job in jobs])
@@ -237,7 +240,9 @@ def main(argv):
         for job, given in zip(jobs, inputs, strict=True):
             check_job(pipe, job, given, job["frames"] or run_frames, height, width)
     fps = _FPS.value or pipe.config.data.fps
-    sample = dict(steps=_STEPS.value, cfg=_CFG.value, method=_SAMPLER.value)
+    sample = dict(
+        steps=_STEPS.value, cfg=_CFG.value, cfg_interval=cfg_interval, method=_SAMPLER.value
+    )
     for job, given in zip(jobs, inputs, strict=True):
         job["out"].parent.mkdir(parents=True, exist_ok=True)
         frames = job["frames"] or run_frames
@@ -276,6 +281,7 @@ def main(argv):
             "fps": fps,
             "steps": sample["steps"],
             "cfg": sample["cfg"],
+            "cfg_interval": sample["cfg_interval"],
             "sampler": sample["method"],
             "checkpoint": str(pathlib.Path(_CHECKPOINT.value).resolve()),
             "step": pipe.step,

@@ -167,6 +167,35 @@ def test_classifier_free_guidance():
     np.testing.assert_allclose(samplers.cfg_velocity_batched(pair_fn, 4.0)(x, t_BxN), guided, 1e-6)
 
 
+def test_guidance_interval_guides_only_the_tokens_whose_t_is_inside():
+    x = jax.random.normal(jax.random.key(6), (2, 4, 3))
+    t_BxN = jnp.asarray([[0.05, 0.3, 0.8, 1.0], [0.5, 0.5, 0.95, 0.0]])
+    cond_fn = lambda x, t: 2.0 * x + t[..., None]
+    uncond_fn = lambda x, t: -x
+    full = samplers.cfg_velocity(cond_fn, uncond_fn, 4.0)(x, t_BxN)
+    windowed = samplers.cfg_velocity(cond_fn, uncond_fn, 4.0, (0.1, 0.9))(x, t_BxN)
+    inside = np.asarray([[False, True, True, False], [True, True, False, False]])
+    expected = np.where(inside[..., None], full, cond_fn(x, t_BxN))
+    np.testing.assert_allclose(windowed, expected, rtol=1e-6)
+    assert not np.allclose(windowed, full)  # some tokens were outside and went unguided
+    np.testing.assert_allclose(
+        samplers.cfg_velocity(cond_fn, uncond_fn, 4.0, (0.0, 1.0))(x, t_BxN), full, rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    "values", [["0.5"], ["0.9", "0.1"], ["-0.1", "0.5"], ["0.2", "1.5"], ["a", "b"]]
+)
+def test_a_bad_guidance_interval_is_refused(values):
+    with pytest.raises(ValueError, match="LO,HI|lo < hi"):
+        samplers.parse_interval(values)
+
+
+def test_a_guidance_interval_parses():
+    assert samplers.parse_interval([]) is None
+    assert samplers.parse_interval(["0.1", "0.9"]) == (0.1, 0.9)
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_jitted_sampler_equals_eager(method):
     velocity_fn = gaussian_velocity(MU, S)

@@ -144,11 +144,13 @@ def test_generate_writes_video_and_sidecar(runs, tmp_path):
     prompts.write_text('{"prompt": "a small red circle moves left on a black background"}\n')
     proc = _generate(
         f"--checkpoint={straight}", f"--prompts={prompts}", f"--out_dir={tmp_path}/batch",
-        "--steps=2", "--seed=3", "--sampler=heun", "--allow_unsafe_prompts",
+        "--steps=2", "--seed=3", "--sampler=heun", "--cfg_interval=0.1,0.9",
+        "--allow_unsafe_prompts",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     record = json.loads((tmp_path / "batch" / "0000.json").read_text())
     assert record["seed"] == 3 and record["sampler"] == "heun" and record["step"] == 4
+    assert record["cfg_interval"] == [0.1, 0.9]
     assert record["prompt_policy"] == "disabled (--allow_unsafe_prompts)"
     credentials = provenance.read(tmp_path / "batch" / "0000.mp4")
     assert credentials["state"] == "Valid" and credentials["generation"]["checkpoint_step"] == 4
@@ -163,6 +165,7 @@ def test_generate_writes_video_and_sidecar(runs, tmp_path):
         (["--prompt=x", f"--out={out}", "--task=extend", "--video=nope.mp4"], "no such video file"),
         (["--prompt=x", f"--out={tmp_path}/a.png"], "one text-to-image frame"),
         (["--prompt=x", f"--out={tmp_path}/a.txt"], "suffix"),
+        (["--prompt=x", f"--out={out}", "--cfg_interval=0.9,0.1"], "0 <= lo < hi <= 1"),
     ]
     for args, message in bad:  # the prompt policy (its own tests) would add ~5 s a call
         proc = _generate(f"--checkpoint={straight}", "--allow_unsafe_prompts", *args)

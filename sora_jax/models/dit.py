@@ -396,11 +396,12 @@ class DiT(nn.Module):
             Dense(d, ("freq", "embed"), name="time_in")(timestep_features(t_BxN))
         )
         segments = jnp.ones((b, n), jnp.int32) if segments_BxN is None else segments_BxN
-        if self.pooled_text:  # [B, 1 or N, E] -> added to every token's timestep embedding
-            pooled = pool_text(text_BxLxE, text_mask_BxL, segments, text_segments_BxL)
-            temb_BxNxD = temb_BxNxD + Dense(
+        if self.pooled_text:  # each clip's caption -> added to its tokens' timestep embedding
+            pooled_BxSxE = pool_text(text_BxLxE, text_mask_BxL, text_segments_BxL)
+            pooled_BxSxD = Dense(
                 d, ("text_embed", "embed"), kernel_init=nn.initializers.zeros, name="text_pool"
-            )(pooled)
+            )(pooled_BxSxE)
+            temb_BxNxD = temb_BxNxD + per_token(pooled_BxSxD, segments_BxN)
         # adaLN-Zero: zero-initialised modulation, so every block starts as the identity.
         mod_BxNx6xD = Dense(
             (6, d), ("embed", None, "adaln"), kernel_init=nn.initializers.zeros, name="adaln"
@@ -506,22 +507,29 @@ class DiT(nn.Module):
         return text, mask
 
 
-def pool_text(text_BxLxE, text_mask_BxL, segments_BxN=None, text_segments_BxL=None):
-    """Each token's caption as the mean of its real (unmasked) text states: [B, 1, E] for one
-    caption per example, or [B, N, E] with `text_segments_BxL`: the caption of the token's own
-    packed clip (`segments_BxN`, 1..S; padding tokens get clip 1's and are never scored)."""
+def pool_text(text_BxLxE, text_mask_BxL, text_segments_BxL=None):
+    """Each caption as the mean of its real (unmasked) text states: [B, 1, E] for one caption
+    per example, or [B, S, E] with `text_segments_BxL` (S = L slots; slot s-1 holds packed
+    clip s's caption, empty slots are zero)."""
     text_BxLxE = text_BxLxE.astype(jnp.float32)
     if text_segments_BxL is None:
         mask_BxLx1 = text_mask_BxL[..., None].astype(jnp.float32)
         sums_Bx1xE = jnp.sum(text_BxLxE * mask_BxLx1, axis=1, keepdims=True)
         return sums_Bx1xE / jnp.maximum(jnp.sum(mask_BxLx1, axis=1, keepdims=True), 1.0)
-    length = text_BxLxE.shape[1]
-    clips = jnp.arange(1, length + 1)  # at most one packed clip per text position
+    clips = jnp.arange(1, text_BxLxE.shape[1] + 1)  # at most one packed clip per text position
     member_BxLxS = (text_segments_BxL[..., None] == clips) & text_mask_BxL[..., None]
     sums_BxSxE = jnp.einsum("bls,ble->bse", member_BxLxS.astype(jnp.float32), text_BxLxE)
-    pooled_BxSxE = sums_BxSxE / jnp.maximum(member_BxLxS.sum(axis=1), 1)[..., None]
-    clip_BxN = jnp.clip(segments_BxN - 1, 0, length - 1)
-    return jnp.take_along_axis(pooled_BxSxE, clip_BxN[..., None], axis=1)
+    return sums_BxSxE / jnp.maximum(member_BxLxS.sum(axis=1), 1)[..., None]
+
+
+def per_token(values_BxSxD, segments_BxN=None):
+    """Per-clip values [B, S, D] -> each token's own clip's row [B, N, D] (`segments_BxN`,
+    1..S; padding tokens get clip 1's and are never scored); without segments, S = 1 and the
+    row broadcasts over the tokens."""
+    if segments_BxN is None:
+        return values_BxSxD
+    clip_BxN = jnp.clip(segments_BxN - 1, 0, values_BxSxD.shape[1] - 1)
+    return jnp.take_along_axis(values_BxSxD, clip_BxN[..., None], axis=1)
 
 
 def dit_from_variant(variant: str, **fields) -> DiT:
