@@ -462,6 +462,7 @@ class Pipeline:
         seed,
         method="euler",
         cfg_interval=None,
+        shift=None,
         params=None,
         head_video=None,
         tail_video=None,
@@ -475,11 +476,14 @@ class Pipeline:
         ones; each is encoded alone. `init_video` [B, frames, H, W, 3] is edited at `strength`
         (SDEdit). `seed`: an int for the whole batch's noise, or one per prompt (each video
         then depends on its own seed alone, not on the batch it is sampled in). `cfg_interval`
-        (lo, hi): guide only while t is in it (`samplers.guide`). `params`
+        (lo, hi): guide only while t is in it (`samplers.guide`). `shift`: the sampler's
+        timestep shift (None: the run's `config.diffusion.shift` at this token count). `params`
         replaces the loaded DiT params (the trainer samples its current EMA with them, keeping
         the compiled text encoder and sampler of this pipeline).
         """
         samplers.check_interval(cfg_interval)
+        if shift is not None and not shift > 0:
+            raise ValueError(f"the timestep shift must be positive, got {shift}")
         shape = self.latent_shape(len(prompts), frames, height, width)
         head = tail = init = None
         if head_video is not None:
@@ -517,7 +521,9 @@ class Pipeline:
             latent_shape=tuple(shape),
             steps=steps,
             method=method,
-            shift=rectified_flow.shift_for_tokens(tokens, **self.config.diffusion.shift),
+            shift=float(shift)
+            if shift is not None
+            else rectified_flow.shift_for_tokens(tokens, **self.config.diffusion.shift),
             cfg=cfg,
             cfg_interval=None if cfg_interval is None else tuple(map(float, cfg_interval)),
             stats=self.stats,

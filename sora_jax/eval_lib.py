@@ -28,6 +28,7 @@ class Settings:
     steps: int = 25
     cfg: float = 4.0
     cfg_interval: tuple[float, float] | None = None  # guided t range (samplers.guide); None: all
+    shift: float | None = None  # the sampler's timestep shift; None: the run's at the size
     sampler: str = "euler"
     seed: int = 0  # recorded: what every prompt's and clip's own seed was shifted by
     suite: str = ""  # the `eval_suite` file the sets and task clips came from, if any
@@ -75,6 +76,7 @@ def evaluate(
         steps=settings.steps,
         cfg=settings.cfg,
         cfg_interval=settings.cfg_interval,
+        shift=settings.shift,
         method=settings.sampler,
     )
 
@@ -194,6 +196,7 @@ def render(report: dict, title: str) -> str:
     s = report["settings"]
     interval = s.get("cfg_interval")
     guided = f" for t in [{interval[0]}, {interval[1]}]" if interval else ""
+    guided += f", shift {s['shift']}" if s.get("shift") else ""
     intro = (
         f"<p>Checkpoint <code>{report['checkpoint']}</code> at step {report['step']}; "
         f"{s['sampler']} sampler, {s['steps']} steps, guidance {s['cfg']}{guided}, "

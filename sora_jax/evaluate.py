@@ -72,6 +72,7 @@ _NUM_PROMPTS = flags.DEFINE_integer("num_prompts", 100, "Prompts per set (no --p
 _STEPS = flags.DEFINE_integer("steps", 25, "Sampler steps.")
 _CFG = flags.DEFINE_float("cfg", 4.0, "Classifier-free guidance scale (1 = none).")
 _CFG_INTERVAL = flags.DEFINE_list("cfg_interval", [], samplers.INTERVAL_HELP)
+_SHIFT = flags.DEFINE_float("shift", None, samplers.SHIFT_HELP)
 _SAMPLER = flags.DEFINE_enum("sampler", "euler", samplers.METHODS, "ODE solver.")
 _SEED = flags.DEFINE_integer(
     "seed", 0, "Added to every video's noise seed (prompt i of a built-in set: seed + i)."
@@ -251,6 +252,8 @@ def main(argv):
         raise cli.UserError("--checkpoint and --out_dir are required")
     if _STEPS.value < 1 or _BATCH_SIZE.value < 1:
         raise cli.UserError("--steps and --batch_size must be at least 1")
+    if _SHIFT.value is not None and not _SHIFT.value > 0:
+        raise cli.UserError(f"--shift must be positive, got {_SHIFT.value}")
     with cli.user_errors(ValueError):
         cfg_interval = samplers.parse_interval(_CFG_INTERVAL.value)
     suite = suite_rows()
@@ -274,6 +277,7 @@ def main(argv):
         steps=_STEPS.value,
         cfg=_CFG.value,
         cfg_interval=cfg_interval,
+        shift=_SHIFT.value,
         sampler=_SAMPLER.value,
         seed=_SEED.value,
         batch_size=_BATCH_SIZE.value,

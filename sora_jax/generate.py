@@ -64,6 +64,7 @@ _FPS = flags.DEFINE_float("fps", None, "Frames per second of the file; default: 
 _STEPS = flags.DEFINE_integer("steps", 25, "Sampler steps.")
 _CFG = flags.DEFINE_float("cfg", 4.0, "Classifier-free guidance scale (1 = none).")
 _CFG_INTERVAL = flags.DEFINE_list("cfg_interval", [], samplers.INTERVAL_HELP)
+_SHIFT = flags.DEFINE_float("shift", None, samplers.SHIFT_HELP)
 _SEED = flags.DEFINE_integer("seed", 0, "Noise seed (per-line seeds in --prompts win).")
 _SAMPLER = flags.DEFINE_enum("sampler", "euler", samplers.METHODS, "ODE solver.")
 _EXPAND_PROMPT = flags.DEFINE_bool(
@@ -214,6 +215,8 @@ def main(argv):
         raise cli.UserError("--checkpoint is required")
     if _STEPS.value < 1:
         raise cli.UserError(f"--steps must be at least 1, got {_STEPS.value}")
+    if _SHIFT.value is not None and not _SHIFT.value > 0:
+        raise cli.UserError(f"--shift must be positive, got {_SHIFT.value}")
     with cli.user_errors(ValueError):
         cfg_interval = samplers.parse_interval(_CFG_INTERVAL.value)
     jobs = read_jobs()
@@ -241,7 +244,11 @@ def main(argv):
             check_job(pipe, job, given, job["frames"] or run_frames, height, width)
     fps = _FPS.value or pipe.config.data.fps
     sample = dict(
-        steps=_STEPS.value, cfg=_CFG.value, cfg_interval=cfg_interval, method=_SAMPLER.value
+        steps=_STEPS.value,
+        cfg=_CFG.value,
+        cfg_interval=cfg_interval,
+        shift=_SHIFT.value,
+        method=_SAMPLER.value,
     )
     for job, given in zip(jobs, inputs, strict=True):
         job["out"].parent.mkdir(parents=True, exist_ok=True)
@@ -282,6 +289,7 @@ def main(argv):
             "steps": sample["steps"],
             "cfg": sample["cfg"],
             "cfg_interval": sample["cfg_interval"],
+            "shift": sample["shift"],
             "sampler": sample["method"],
             "checkpoint": str(pathlib.Path(_CHECKPOINT.value).resolve()),
             "step": pipe.step,

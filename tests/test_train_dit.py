@@ -144,13 +144,13 @@ def test_generate_writes_video_and_sidecar(runs, tmp_path):
     prompts.write_text('{"prompt": "a small red circle moves left on a black background"}\n')
     proc = _generate(
         f"--checkpoint={straight}", f"--prompts={prompts}", f"--out_dir={tmp_path}/batch",
-        "--steps=2", "--seed=3", "--sampler=heun", "--cfg_interval=0.1,0.9",
+        "--steps=2", "--seed=3", "--sampler=heun", "--cfg_interval=0.1,0.9", "--shift=2",
         "--allow_unsafe_prompts",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     record = json.loads((tmp_path / "batch" / "0000.json").read_text())
     assert record["seed"] == 3 and record["sampler"] == "heun" and record["step"] == 4
-    assert record["cfg_interval"] == [0.1, 0.9]
+    assert record["cfg_interval"] == [0.1, 0.9] and record["shift"] == 2.0
     assert record["prompt_policy"] == "disabled (--allow_unsafe_prompts)"
     credentials = provenance.read(tmp_path / "batch" / "0000.mp4")
     assert credentials["state"] == "Valid" and credentials["generation"]["checkpoint_step"] == 4
@@ -166,6 +166,7 @@ def test_generate_writes_video_and_sidecar(runs, tmp_path):
         (["--prompt=x", f"--out={tmp_path}/a.png"], "one text-to-image frame"),
         (["--prompt=x", f"--out={tmp_path}/a.txt"], "suffix"),
         (["--prompt=x", f"--out={out}", "--cfg_interval=0.9,0.1"], "0 <= lo < hi <= 1"),
+        (["--prompt=x", f"--out={out}", "--shift=0"], "--shift must be positive"),
     ]
     for args, message in bad:  # the prompt policy (its own tests) would add ~5 s a call
         proc = _generate(f"--checkpoint={straight}", "--allow_unsafe_prompts", *args)
@@ -353,7 +354,7 @@ def _assert_trees_equal(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_export_writes_a_bundle_that_samples_like_the_run(runs, tmp_path):
+def test_export_writes_a_bundle_that_samples_like_the_run(runs, tmp_path, monkeypatch):
     _, straight, _, _, _ = runs
     out = tmp_path / "bundle"
     proc = _command("sora_jax.export", f"--checkpoint={straight}", f"--bundle={out}")
@@ -368,6 +369,18 @@ def test_export_writes_a_bundle_that_samples_like_the_run(runs, tmp_path):
     prompts = ["a big blue square moves up on a white background"]
     expected = run.generate(prompts, **sample)
     np.testing.assert_array_equal(shipped.generate(prompts, **sample), expected)
+    # Sampler options reach the sampler (a 4-step model's velocity barely depends on t, so
+    # they are checked where they are passed; samplers' own tests check what they do).
+    seen = []
+    original = dit_lib.sample_latents
+    monkeypatch.setattr(
+        dit_lib, "sample_latents", lambda *a, **k: seen.append(k) or original(*a, **k)
+    )
+    whole = shipped.generate(prompts, **sample, cfg_interval=(0.0, 1.0), shift=3.0)
+    assert seen[-1]["cfg_interval"] == (0.0, 1.0) and seen[-1]["shift"] == 3.0
+    shipped.generate(prompts, **sample)
+    assert seen[-1]["cfg_interval"] is None and seen[-1]["shift"] == 1.0  # the run's at 64 tokens
+    assert whole.shape == expected.shape
     # The demo runs on a bundle: held-out text to video at two sizes and every task, a gallery.
     proc = _command(
         "sora_jax.demo", f"--checkpoint={out}", f"--out_dir={tmp_path}/demo", "--num_prompts=2",
