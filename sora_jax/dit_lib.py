@@ -482,8 +482,7 @@ class Pipeline:
         the compiled text encoder and sampler of this pipeline).
         """
         samplers.check_interval(cfg_interval)
-        if shift is not None and not shift > 0:
-            raise ValueError(f"the timestep shift must be positive, got {shift}")
+        samplers.check_shift(shift)
         shape = self.latent_shape(len(prompts), frames, height, width)
         head = tail = init = None
         if head_video is not None:
@@ -702,7 +701,11 @@ def warm_start(state: DiTState, model: dit.DiT, source, shardings) -> DiTState:
     """`state` of `model` with params and EMA both set to the EMA params of a `train` run or a
     bundle, placed with `shardings` (`config.init_from`; the optimizer starts fresh)."""
     loaded = load_pipeline(source)
-    vae_lib.check_same_shapes(state.params, loaded.params, source)
+    try:
+        vae_lib.check_same_shapes(state.params, loaded.params, source)
+    except checkpoints.CheckpointError as error:
+        hint = " ".join(f"--config.model.{k}={v}" for k, v in _shape_fields(loaded, model).items())
+        raise checkpoints.CheckpointError(f"{error}; it was trained with {hint}") from None
     if loaded.model.prediction != model.prediction:
         logging.warning(
             "%s predicts %s and this model %s: its last layer's output changes meaning",
@@ -710,6 +713,21 @@ def warm_start(state: DiTState, model: dit.DiT, source, shardings) -> DiTState:
         )  # fmt: skip
     params = jax.device_put(loaded.params, shardings)
     return state.replace(params=params, ema=jax.tree.map(jnp.copy, params))  # no shared buffers
+
+
+def _shape_fields(loaded: "Pipeline", model: dit.DiT) -> dict:
+    """The `config.model` fields that set param shapes in which `loaded` differs from `model`."""
+    differ = {
+        key: loaded.config.model.get(key)
+        for key in ("mlp_ratio", "activation", "text_mode", "pooled_text")
+        if getattr(loaded.model, key) != getattr(model, key)
+    }
+    if any(
+        getattr(loaded.model, key) != getattr(model, key)
+        for key in ("width", "depth", "num_heads", "patch_size")
+    ):
+        differ["variant"] = loaded.config.model.variant
+    return differ
 
 
 def load_pipeline(workdir, step: int | None = None) -> Pipeline:

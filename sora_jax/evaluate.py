@@ -252,10 +252,9 @@ def main(argv):
         raise cli.UserError("--checkpoint and --out_dir are required")
     if _STEPS.value < 1 or _BATCH_SIZE.value < 1:
         raise cli.UserError("--steps and --batch_size must be at least 1")
-    if _SHIFT.value is not None and not _SHIFT.value > 0:
-        raise cli.UserError(f"--shift must be positive, got {_SHIFT.value}")
     with cli.user_errors(ValueError):
         cfg_interval = samplers.parse_interval(_CFG_INTERVAL.value)
+        samplers.check_shift(_SHIFT.value)
     suite = suite_rows()
     start = time.perf_counter()
     with cli.user_errors(checkpoints.CheckpointError, FileNotFoundError):

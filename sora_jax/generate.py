@@ -215,10 +215,9 @@ def main(argv):
         raise cli.UserError("--checkpoint is required")
     if _STEPS.value < 1:
         raise cli.UserError(f"--steps must be at least 1, got {_STEPS.value}")
-    if _SHIFT.value is not None and not _SHIFT.value > 0:
-        raise cli.UserError(f"--shift must be positive, got {_SHIFT.value}")
     with cli.user_errors(ValueError):
         cfg_interval = samplers.parse_interval(_CFG_INTERVAL.value)
+        samplers.check_shift(_SHIFT.value)
     jobs = read_jobs()
     with cli.user_errors(ValueError, OSError):
         safety = output_flags.enforce_policy([job["prompt"] for job in jobs])

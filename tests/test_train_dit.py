@@ -27,6 +27,7 @@ from sora_jax import (
     vae_lib,
 )
 from sora_jax.data import latent_cache, sources
+from sora_jax.diffusion import samplers
 from sora_jax.metric_writers import read_metrics
 from sora_jax.video_io import read_video, write_video
 
@@ -166,7 +167,8 @@ def test_generate_writes_video_and_sidecar(runs, tmp_path):
         (["--prompt=x", f"--out={tmp_path}/a.png"], "one text-to-image frame"),
         (["--prompt=x", f"--out={tmp_path}/a.txt"], "suffix"),
         (["--prompt=x", f"--out={out}", "--cfg_interval=0.9,0.1"], "0 <= lo < hi <= 1"),
-        (["--prompt=x", f"--out={out}", "--shift=0"], "--shift must be positive"),
+        (["--prompt=x", f"--out={out}", "--shift=0"], "finite number > 0"),
+        (["--prompt=x", f"--out={out}", "--shift=inf"], "finite number > 0"),
     ]
     for args, message in bad:  # the prompt policy (its own tests) would add ~5 s a call
         proc = _generate(f"--checkpoint={straight}", "--allow_unsafe_prompts", *args)
@@ -371,13 +373,17 @@ def test_export_writes_a_bundle_that_samples_like_the_run(runs, tmp_path, monkey
     np.testing.assert_array_equal(shipped.generate(prompts, **sample), expected)
     # Sampler options reach the sampler (a 4-step model's velocity barely depends on t, so
     # they are checked where they are passed; samplers' own tests check what they do).
-    seen = []
-    original = dit_lib.sample_latents
+    seen, guided = [], []
+    original, guidance = dit_lib.sample_latents, samplers.cfg_velocity_batched
     monkeypatch.setattr(
         dit_lib, "sample_latents", lambda *a, **k: seen.append(k) or original(*a, **k)
     )
+    monkeypatch.setattr(
+        samplers, "cfg_velocity_batched", lambda *a: guided.append(a[2:]) or guidance(*a)
+    )
     whole = shipped.generate(prompts, **sample, cfg_interval=(0.0, 1.0), shift=3.0)
     assert seen[-1]["cfg_interval"] == (0.0, 1.0) and seen[-1]["shift"] == 3.0
+    assert guided[-1] == ((0.0, 1.0),)  # traced anew (new static arguments): reached guidance
     shipped.generate(prompts, **sample)
     assert seen[-1]["cfg_interval"] is None and seen[-1]["shift"] == 1.0  # the run's at 64 tokens
     assert whole.shape == expected.shape
@@ -445,6 +451,10 @@ def test_training_starts_from_a_bundle(runs, tmp_path):
     assert (shipped / vae_log).is_file()
     assert (tmp_path / "again" / vae_log).read_bytes() == (shipped / vae_log).read_bytes()
 
-    config.model.variant = "micro/1x1x1"
-    with pytest.raises(checkpoints.CheckpointError, match="do not fit"):
+    # Params of another shape are refused, naming the config fields the source was trained with.
+    variant, config.model.variant = config.model.variant, "micro/1x1x1"
+    with pytest.raises(checkpoints.CheckpointError, match=f"do not fit.*variant={variant}$"):
         train.train_and_evaluate(config, str(tmp_path / "other"))
+    config.model.variant, config.model.pooled_text = variant, True
+    with pytest.raises(checkpoints.CheckpointError, match="with --config.model.pooled_text=False$"):
+        train.train_and_evaluate(config, str(tmp_path / "pooled"))

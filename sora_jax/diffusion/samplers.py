@@ -20,6 +20,7 @@ Solvers, with their model evaluations (NFE) per sample:
 """
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -70,6 +71,12 @@ def check_interval(interval) -> None:
         return
     if len(interval) != 2 or not 0.0 <= interval[0] < interval[1] <= 1.0:
         raise ValueError(f"a guidance interval is (lo, hi) with 0 <= lo < hi <= 1, got {interval}")
+
+
+def check_shift(shift) -> None:
+    """Raises ValueError unless `shift` is None (the run's own) or a finite number > 0."""
+    if shift is not None and not (math.isfinite(shift) and shift > 0):
+        raise ValueError(f"the timestep shift must be a finite number > 0, got {shift}")
 
 
 def parse_interval(values: list[str]) -> tuple[float, float] | None:

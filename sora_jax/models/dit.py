@@ -401,7 +401,8 @@ class DiT(nn.Module):
             pooled_BxSxD = Dense(
                 d, ("text_embed", "embed"), kernel_init=nn.initializers.zeros, name="text_pool"
             )(pooled_BxSxE)
-            temb_BxNxD = temb_BxNxD + per_token(pooled_BxSxD, segments_BxN)
+            clips = None if text_segments_BxL is None else segments
+            temb_BxNxD = temb_BxNxD + per_token(pooled_BxSxD, clips)
         # adaLN-Zero: zero-initialised modulation, so every block starts as the identity.
         mod_BxNx6xD = Dense(
             (6, d), ("embed", None, "adaln"), kernel_init=nn.initializers.zeros, name="adaln"
