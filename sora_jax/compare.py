@@ -2,8 +2,10 @@
 
     sora-jax eval --compare A/report.json,B/report.json [--out_dir D]
 
-One row per metric (adherence of every prompt set and attribute, every task's headline metrics,
-FVD, seconds per video), one column per run, and the change of each run against the first.
+One row per sampling setting in which the runs differ (CFG, guidance interval, shift, sampler,
+steps, seed, prompt expansion), then one per metric (adherence of every prompt set and
+attribute, every task's headline metrics, FVD, seconds per video), one column per run, and
+the change of each run against the first.
 Printed as text; with `--out_dir`, also `D/compare.html` (the same tables, and each run's
 gallery linked) and `D/compare.json`.
 """
@@ -35,13 +37,21 @@ def load(paths) -> dict[str, dict]:
     return reports
 
 
+SETTINGS = ("sampler", "steps", "cfg", "cfg_interval", "shift", "seed", "expand_prompt")
+
+
 def metric_rows(reports: dict[str, dict]) -> list[tuple[str, list]]:
-    """[(metric name, [value per run or None])] over every metric any run reports."""
+    """[(metric name, [value per run or None])] over every metric any run reports, after a
+    "setting: ..." row for each sampling setting in which the runs differ."""
 
     def values(get):
         return [get(r) for r in reports.values()]
 
     names: dict[str, None] = {}  # ordered union
+    for key in SETTINGS:
+        seen = {json.dumps(r.get("settings", {}).get(key)) for r in reports.values()}
+        if len(seen) > 1:
+            names[f"setting: {key}"] = None
     for report in reports.values():
         for set_name, summary in report["t2v"].items():
             names[f"t2v {set_name}: adherence"] = None
@@ -63,6 +73,8 @@ def metric_rows(reports: dict[str, dict]) -> list[tuple[str, list]]:
 
 def _lookup(report: dict, name: str):
     head, metric = name.split(": ", 1)
+    if head == "setting":
+        return report.get("settings", {}).get(metric)
     if head == "seconds":
         return report["timings_s"].get(metric)
     if head.startswith("t2v "):
