@@ -13,7 +13,7 @@ from sora_jax import config_lib
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-    arg = config_lib.parse_arg(arg, batch=32, steps=2400, sizes="fixed", width=128)
+    arg = config_lib.parse_arg(arg, batch=32, steps=2400, sizes="fixed", width=128, color_swap=0.5)
     config = config_lib.load_sibling(__file__, "default").get_config(
         f"batch={arg.batch},sizes={arg.sizes}"
     )
@@ -36,6 +36,10 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     # local there); measured in the closing note of issue 8 against pixels only.
     config.model.frame_differences = True
     config.model.max_length = 160  # BOS + caption + EOS; Shapes World's longest 17-frame is ~120
+
+    # Rate at which colour words in the decoder's input are swapped for random colours, so the
+    # shape after a colour is read from the video, not guessed from the colour (issue #8).
+    config.input_color_swap = arg.color_swap
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.learning_rate = 1e-3

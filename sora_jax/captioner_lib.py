@@ -18,6 +18,7 @@ import optax
 
 from sora_jax import bundle, checkpoints, sharding, train_lib
 from sora_jax.caption_tokenizer import BOS, EOS, PAD, CaptionTokenizer
+from sora_jax.data.shapes_world import vocab
 from sora_jax.models.captioner import Captioner
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -51,13 +52,45 @@ def init_params(model: Captioner, rng: jax.Array, frames: int, height: int, widt
     return model.init(rng, video, ids)["params"]
 
 
-def make_loss_fn(model: Captioner):
-    """Teacher-forced next-token cross entropy over the caption's tokens (EOS included)."""
+def color_token_ids(tokenizer: CaptionTokenizer) -> np.ndarray:
+    """The token id of each Shapes World colour word as captions write it (" red" after "a").
+    Raises ValueError if a colour is not one token in this tokenizer."""
+    rows = tokenizer.encode([f"a {color}" for color in vocab.COLORS])
+    if not np.all(rows[:, 3] == EOS):
+        raise ValueError("colour-token swapping needs every colour word to be one token")
+    return rows[:, 2]
+
+
+def swap_color_tokens(ids_BxL, color_ids, prob: float, rng: jax.Array) -> jax.Array:
+    """Replaces each colour token of `ids_BxL` with probability `prob` by a uniformly drawn
+    colour token (possibly the same one); every other token is kept."""
+    color_ids = jnp.asarray(color_ids)
+    is_color = jnp.isin(ids_BxL, color_ids)
+    swap_rng, pick_rng = jax.random.split(rng)
+    swap = is_color & jax.random.bernoulli(swap_rng, prob, ids_BxL.shape)
+    drawn = color_ids[jax.random.randint(pick_rng, ids_BxL.shape, 0, len(color_ids))]
+    return jnp.where(swap, drawn, ids_BxL)
+
+
+def make_loss_fn(model: Captioner, color_ids=None, input_color_swap: float = 0.0):
+    """Teacher-forced next-token cross entropy over the caption's tokens (EOS included).
+
+    With `input_color_swap` > 0, colour tokens of the decoder's *input* (never its targets) are
+    swapped for random colours at that rate: a colour word then says nothing reliable about the
+    shape word after it, so the shape must be read from the video. Without it the decoder learns
+    that a held-out pair's colour is never followed by its shape and writes a training pair's
+    shape instead (issue #8: held-out shape 14%).
+    """
+    if input_color_swap and color_ids is None:
+        raise ValueError("input_color_swap needs the colour token ids")
 
     def loss_fn(params, batch, rng, step):
-        del rng, step
+        del step
         ids = batch["ids"]
-        logits = model.apply({"params": params}, to_model_input(batch["video"]), ids[:, :-1])
+        inputs = ids[:, :-1]
+        if input_color_swap:
+            inputs = swap_color_tokens(inputs, color_ids, input_color_swap, rng)
+        logits = model.apply({"params": params}, to_model_input(batch["video"]), inputs)
         targets, weights = ids[:, 1:], (ids[:, 1:] != PAD).astype(jnp.float32)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
         loss = jnp.sum(losses * weights) / jnp.sum(weights)

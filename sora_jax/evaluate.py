@@ -47,9 +47,9 @@ from sora_jax import (
     output_flags,
     probe_eval,
     prompt_files,
+    sampler_flags,
     task_eval,
 )
-from sora_jax.diffusion import samplers
 
 SPLITS = ("train", "heldout")
 # Train-distribution prompts start after the clips the run trained on.
@@ -69,11 +69,6 @@ _EXPAND_PROMPT = flags.DEFINE_bool(
 )
 _SPLITS = flags.DEFINE_multi_enum("splits", list(SPLITS), SPLITS, "Prompt sets (no --prompts).")
 _NUM_PROMPTS = flags.DEFINE_integer("num_prompts", 100, "Prompts per set (no --prompts).")
-_STEPS = flags.DEFINE_integer("steps", 25, "Sampler steps.")
-_CFG = flags.DEFINE_float("cfg", 4.0, "Classifier-free guidance scale (1 = none).")
-_CFG_INTERVAL = flags.DEFINE_list("cfg_interval", [], samplers.INTERVAL_HELP)
-_SHIFT = flags.DEFINE_float("shift", None, samplers.SHIFT_HELP)
-_SAMPLER = flags.DEFINE_enum("sampler", "euler", samplers.METHODS, "ODE solver.")
 _SEED = flags.DEFINE_integer(
     "seed", 0, "Added to every video's noise seed (prompt i of a built-in set: seed + i)."
 )
@@ -250,11 +245,9 @@ def main(argv):
         return
     if not _CHECKPOINT.value or not _OUT_DIR.value:
         raise cli.UserError("--checkpoint and --out_dir are required")
-    if _STEPS.value < 1 or _BATCH_SIZE.value < 1:
-        raise cli.UserError("--steps and --batch_size must be at least 1")
-    with cli.user_errors(ValueError):
-        cfg_interval = samplers.parse_interval(_CFG_INTERVAL.value)
-        samplers.check_shift(_SHIFT.value)
+    sampling = sampler_flags.settings()
+    if _BATCH_SIZE.value < 1:
+        raise cli.UserError(f"--batch_size must be at least 1, got {_BATCH_SIZE.value}")
     suite = suite_rows()
     start = time.perf_counter()
     with cli.user_errors(checkpoints.CheckpointError, FileNotFoundError):
@@ -273,11 +266,7 @@ def main(argv):
 
     settings = eval_lib.Settings(
         sizes=tuple(sizes),
-        steps=_STEPS.value,
-        cfg=_CFG.value,
-        cfg_interval=cfg_interval,
-        shift=_SHIFT.value,
-        sampler=_SAMPLER.value,
+        **sampling,
         seed=_SEED.value,
         batch_size=_BATCH_SIZE.value,
         grid=_GRID.value,

@@ -35,9 +35,9 @@ from sora_jax import (
     prompt_expansion,
     prompt_files,
     provenance,
+    sampler_flags,
     task_generation,
 )
-from sora_jax.diffusion import samplers
 from sora_jax.video_io import VideoDecodeError, read_image, read_video
 
 TASKS = ("t2v", "i2v", "extend", "interpolate", "loop", "v2v")
@@ -61,12 +61,7 @@ _FRAMES = flags.DEFINE_integer(
 _HEIGHT = flags.DEFINE_integer("height", None, "Height (multiple of 16); default: the run's.")
 _WIDTH = flags.DEFINE_integer("width", None, "Width (multiple of 16); default: the run's.")
 _FPS = flags.DEFINE_float("fps", None, "Frames per second of the file; default: the run's.")
-_STEPS = flags.DEFINE_integer("steps", 25, "Sampler steps.")
-_CFG = flags.DEFINE_float("cfg", 4.0, "Classifier-free guidance scale (1 = none).")
-_CFG_INTERVAL = flags.DEFINE_list("cfg_interval", [], samplers.INTERVAL_HELP)
-_SHIFT = flags.DEFINE_float("shift", None, samplers.SHIFT_HELP)
 _SEED = flags.DEFINE_integer("seed", 0, "Noise seed (per-line seeds in --prompts win).")
-_SAMPLER = flags.DEFINE_enum("sampler", "euler", samplers.METHODS, "ODE solver.")
 _EXPAND_PROMPT = flags.DEFINE_bool(
     "expand_prompt",
     False,
@@ -213,11 +208,7 @@ def main(argv):
         raise cli.UserError(f"unexpected arguments: {argv[1:]}")
     if not _CHECKPOINT.value:
         raise cli.UserError("--checkpoint is required")
-    if _STEPS.value < 1:
-        raise cli.UserError(f"--steps must be at least 1, got {_STEPS.value}")
-    with cli.user_errors(ValueError):
-        cfg_interval = samplers.parse_interval(_CFG_INTERVAL.value)
-        samplers.check_shift(_SHIFT.value)
+    sampling = sampler_flags.settings()
     jobs = read_jobs()
     with cli.user_errors(ValueError, OSError):
         safety = output_flags.enforce_policy([job["prompt"] for job in jobs])
@@ -242,13 +233,8 @@ def main(argv):
         for job, given in zip(jobs, inputs, strict=True):
             check_job(pipe, job, given, job["frames"] or run_frames, height, width)
     fps = _FPS.value or pipe.config.data.fps
-    sample = dict(
-        steps=_STEPS.value,
-        cfg=_CFG.value,
-        cfg_interval=cfg_interval,
-        shift=_SHIFT.value,
-        method=_SAMPLER.value,
-    )
+    method = sampling.pop("sampler")  # the pipeline's name for the solver
+    sample = {**sampling, "method": method}
     for job, given in zip(jobs, inputs, strict=True):
         job["out"].parent.mkdir(parents=True, exist_ok=True)
         frames = job["frames"] or run_frames

@@ -84,8 +84,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state = restored
         logging.info("resumed from step %d", start_step)
 
+    input_color_swap = config.get("input_color_swap", 0.0)
+    color_ids = captioner_lib.color_token_ids(tokenizer) if input_color_swap else None
+    loss_fn = captioner_lib.make_loss_fn(model, color_ids, input_color_swap)
     train_step = train_lib.jit_train_step(
-        train_lib.make_train_step(captioner_lib.make_loss_fn(model), optimizer),
+        train_lib.make_train_step(loss_fn, optimizer),
         state_shardings,
         {"video": sharding.batch_sharding(mesh, 5), "ids": sharding.batch_sharding(mesh, 2)},
         mesh,

@@ -13,7 +13,7 @@ import pytest
 from sora_jax import caption_eval, captioner_lib, config_lib, train_captioner
 from sora_jax.caption_tokenizer import BOS, EOS, PAD, CaptionTokenizer
 from sora_jax.data import video_folder
-from sora_jax.data.shapes_world import captions, world
+from sora_jax.data.shapes_world import captions, vocab, world
 from sora_jax.metric_writers import read_metrics
 from sora_jax.video_io import write_video
 
@@ -94,6 +94,25 @@ def test_tokenizer_round_trips_and_refuses_captions_too_long():
         CaptionTokenizer(tokenizer.tokenizer, max_length=8).encode(texts[:1])
 
 
+def test_colour_swap_changes_only_the_colour_tokens_of_the_decoder_input():
+    texts = [world.generate_clip(i)["detailed_caption"] for i in range(300)]
+    tokenizer = CaptionTokenizer.train(texts, vocab_size=512, max_length=160)
+    color_ids = captioner_lib.color_token_ids(tokenizer)
+    assert tokenizer.decode(color_ids[:, None]) == list(vocab.COLORS)
+    ids = jnp.asarray(tokenizer.encode(texts[:32]))
+    is_color = np.isin(ids, color_ids)
+    assert is_color.sum() >= 32  # every caption names at least one colour
+    swapped = captioner_lib.swap_color_tokens(ids, color_ids, 1.0, jax.random.key(0))
+    assert jnp.array_equal(jnp.where(is_color, 0, swapped), jnp.where(is_color, 0, ids))
+    assert np.isin(swapped[is_color], color_ids).all()
+    assert (swapped != ids).sum() > 0.6 * is_color.sum()  # 7 in 8 draws pick another colour
+    unchanged = captioner_lib.swap_color_tokens(ids, color_ids, 0.0, jax.random.key(0))
+    assert jnp.array_equal(unchanged, ids)
+    few_merges = CaptionTokenizer.train(texts, vocab_size=400, max_length=400)
+    with pytest.raises(ValueError, match="one token"):
+        captioner_lib.color_token_ids(few_merges)
+
+
 def _tiny_model(max_length=24, vocab=40):
     model = captioner_lib.make_model(
         config_lib.ml_collections.ConfigDict(
@@ -140,7 +159,7 @@ def _config(steps):
     config.data.sizes = ((5, 32, 32),)
     config.model.update(heads=2, encoder_depth=1, decoder_depth=1, max_length=192)
     config.tokenizer.corpus_clips = 300
-    config.tokenizer.vocab_size = 400
+    config.tokenizer.vocab_size = 512  # enough merges for one-token colours (colour swapping)
     config.log_every = 1
     config.checkpoint_every = 2
     config.sample_every = 2
@@ -167,7 +186,7 @@ def test_training_resumes_logs_and_scores_held_out_captions(run):
     rows = (workdir / "samples" / "captions_0000003.jsonl").read_text().splitlines()
     assert len(rows) == 3 and {"reference", "caption", "counts"} <= set(json.loads(rows[0]))
     captioner = captioner_lib.load(workdir)
-    assert captioner.step == 3 and captioner.tokenizer.vocab_size == 400
+    assert captioner.step == 3 and 400 < captioner.tokenizer.vocab_size <= 512  # merges run out
 
 
 def test_an_exported_bundle_captions_like_its_run(run, tmp_path):

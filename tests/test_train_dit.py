@@ -169,6 +169,7 @@ def test_generate_writes_video_and_sidecar(runs, tmp_path):
         (["--prompt=x", f"--out={out}", "--cfg_interval=0.9,0.1"], "0 <= lo < hi <= 1"),
         (["--prompt=x", f"--out={out}", "--shift=0"], "finite number > 0"),
         (["--prompt=x", f"--out={out}", "--shift=inf"], "finite number > 0"),
+        (["--prompt=x", f"--out={out}", "--steps=0"], "--steps must be at least 1"),
     ]
     for args, message in bad:  # the prompt policy (its own tests) would add ~5 s a call
         proc = _generate(f"--checkpoint={straight}", "--allow_unsafe_prompts", *args)
@@ -269,6 +270,11 @@ def test_eval_reports_probe_adherence_per_set(runs, tmp_path):
         "--suite=default", f"--prompts={prompts}",
     )  # fmt: skip
     assert proc.returncode == 2 and "alternatives" in proc.stderr, proc.stderr
+    proc = _command(
+        "sora_jax.evaluate", f"--checkpoint={straight}", f"--out_dir={tmp_path}/bad",
+        "--cfg_interval=0.5",
+    )  # fmt: skip
+    assert proc.returncode == 2 and "0 <= lo < hi <= 1" in proc.stderr, proc.stderr
     assert not (tmp_path / "bad").exists()
 
 

@@ -55,16 +55,6 @@ def guide(v_cond, v_uncond, scale, t_BxN, interval=None):
     return jnp.where(inside_BxN[..., None], guided, v_cond)
 
 
-SHIFT_HELP = (
-    "The sampler's timestep shift (> 1 spends more steps near noise); default: the run's "
-    "config.diffusion.shift at the clip's token count."
-)
-INTERVAL_HELP = (
-    "LO,HI: guide only while t (1 = noise, 0 = data) is in [LO, HI], the conditional velocity "
-    "elsewhere; empty: every step."
-)
-
-
 def check_interval(interval) -> None:
     """Raises ValueError unless `interval` is None or (lo, hi) with 0 <= lo < hi <= 1."""
     if interval is None:
