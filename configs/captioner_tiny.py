@@ -4,7 +4,8 @@
 
 Learns to write Shapes World's detailed captions from pixels: 17x64x64 clips rendered on the fly
 (`:sizes=mixed` adds the other shapes of DESIGN.md's mix; the model reads any of them). Its own
-byte-level BPE is trained on the run's first captions before step 0.
+byte-level BPE is trained on the run's first captions before step 0. `:input_color_swap=P`
+redraws colour words of the decoder's input at random (0.5; 0 turns it off).
 """
 
 import ml_collections
@@ -13,7 +14,9 @@ from sora_jax import config_lib
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-    arg = config_lib.parse_arg(arg, batch=32, steps=2400, sizes="fixed", width=128, color_swap=0.5)
+    arg = config_lib.parse_arg(
+        arg, batch=32, steps=2400, sizes="fixed", width=128, input_color_swap=0.5
+    )
     config = config_lib.load_sibling(__file__, "default").get_config(
         f"batch={arg.batch},sizes={arg.sizes}"
     )
@@ -37,9 +40,10 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.model.frame_differences = True
     config.model.max_length = 160  # BOS + caption + EOS; Shapes World's longest 17-frame is ~120
 
-    # Rate at which colour words in the decoder's input are swapped for random colours, so the
-    # shape after a colour is read from the video, not guessed from the colour (issue #8).
-    config.input_color_swap = arg.color_swap
+    # Probability that a colour word of the decoder's input is redrawn from all colours (its
+    # targets never change), so the shape after a colour is read from the video, not guessed
+    # from the colour (issue #8). 0: the captioner shipped before 2026-12-06.
+    config.input_color_swap = arg.input_color_swap
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.learning_rate = 1e-3

@@ -75,12 +75,15 @@ def swap_color_tokens(ids_BxL, color_ids, prob: float, rng: jax.Array) -> jax.Ar
 def make_loss_fn(model: Captioner, color_ids=None, input_color_swap: float = 0.0):
     """Teacher-forced next-token cross entropy over the caption's tokens (EOS included).
 
-    With `input_color_swap` > 0, colour tokens of the decoder's *input* (never its targets) are
-    swapped for random colours at that rate: a colour word then says nothing reliable about the
-    shape word after it, so the shape must be read from the video. Without it the decoder learns
-    that a held-out pair's colour is never followed by its shape and writes a training pair's
-    shape instead (issue #8: held-out shape 14%).
+    With `input_color_swap` = p > 0, each colour token of the decoder's *input* (never its
+    targets) is redrawn with probability p from all colours (so changed with probability 7p/8):
+    a colour word then says nothing reliable about the shape word after it, so the shape must
+    be read from the video. Without it the decoder learns that a held-out pair's colour is never
+    followed by its shape and writes a training pair's shape instead (issue #8: held-out shape
+    14%).
     """
+    if not 0.0 <= input_color_swap <= 1.0:
+        raise ValueError(f"input_color_swap is a rate in [0, 1], got {input_color_swap}")
     if input_color_swap and color_ids is None:
         raise ValueError("input_color_swap needs the colour token ids")
 

@@ -9,7 +9,7 @@ import contextlib
 import importlib
 import sys
 
-from absl import app
+from absl import app, flags
 
 from sora_jax import host_memory
 
@@ -28,6 +28,14 @@ COMMANDS: dict[str, str] = {
     "train-captioner": "sora_jax.train_captioner",
     "caption": "sora_jax.caption",
 }
+
+# Modules whose flags several commands read (--config, --workdir, --steps, --c2pa_cert, ...).
+SHARED_FLAG_MODULES = (
+    "sora_jax.train_flags",
+    "sora_jax.distributed",
+    "sora_jax.sampler_flags",
+    "sora_jax.output_flags",
+)
 
 
 class UserError(Exception):
@@ -55,6 +63,16 @@ def run(main, argv: list[str] | None = None, name: str | None = None) -> None:
         sys.exit(2)
 
 
+def _list_command_flags_in_help(module_name: str) -> None:
+    """absl's --help lists the key flags of the module `sys.argv[0]` names: make that the
+    command's module, and the flags of the shared flag modules it imported key to it."""
+    sys.argv[0] = module_name
+    for name, module_flags in flags.FLAGS.flags_by_module_dict().items():
+        if name in SHARED_FLAG_MODULES:
+            for flag in module_flags:
+                flags.FLAGS.register_key_flag_for_module(module_name, flag)
+
+
 def _usage() -> str:
     lines = ["usage: sora-jax <command> [--flags]", "", "commands:"]
     lines += [f"  {command}" for command in COMMANDS]
@@ -77,4 +95,5 @@ def main() -> None:
         print(f"sora-jax: error: unknown command {args[0]!r}\n\n{_usage()}", file=sys.stderr)
         sys.exit(2)
     module = importlib.import_module(COMMANDS[command])
+    _list_command_flags_in_help(COMMANDS[command])
     run(module.main, argv=[f"sora-jax {command}", *args[words:]], name=f"sora-jax {command}")

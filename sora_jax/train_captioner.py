@@ -44,6 +44,14 @@ def load_or_train_tokenizer(config, workdir: pathlib.Path, source) -> CaptionTok
         for i in range(num)
     ]
     tokenizer = CaptionTokenizer.train(texts, config.tokenizer.vocab_size, config.model.max_length)
+    if config.get("input_color_swap", 0.0):  # before the workdir keeps a tokenizer that cannot
+        try:
+            captioner_lib.color_token_ids(tokenizer)
+        except ValueError as e:
+            raise ValueError(
+                f"{e}: raise tokenizer.vocab_size (now {config.tokenizer.vocab_size}) or set "
+                "input_color_swap=0"
+            ) from None
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         atomic.write_text(file, tokenizer.to_json())
@@ -86,6 +94,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     input_color_swap = config.get("input_color_swap", 0.0)
     color_ids = captioner_lib.color_token_ids(tokenizer) if input_color_swap else None
+    logging.info("decoder input colour swap rate: %s", input_color_swap)
     loss_fn = captioner_lib.make_loss_fn(model, color_ids, input_color_swap)
     train_step = train_lib.jit_train_step(
         train_lib.make_train_step(loss_fn, optimizer),

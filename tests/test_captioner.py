@@ -8,6 +8,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from sora_jax import caption_eval, captioner_lib, config_lib, train_captioner
@@ -122,6 +123,26 @@ def _tiny_model(max_length=24, vocab=40):
         vocab,
     )  # fmt: skip
     return model, captioner_lib.init_params(model, jax.random.key(1), 5, 32, 32)
+
+
+def test_the_loss_swaps_colours_of_the_inputs_only():
+    model, params = _tiny_model()
+    color_ids = np.arange(5, 13)
+    ids = jax.random.randint(jax.random.key(3), (4, 24), 3, 40).at[:, 0].set(BOS)
+    batch = {"video": jnp.zeros((4, 5, 32, 32, 3), jnp.uint8), "ids": ids}
+    rng = jax.random.key(4)
+    loss, _ = captioner_lib.make_loss_fn(model, color_ids, 1.0)(params, batch, rng, 0)
+    inputs = captioner_lib.swap_color_tokens(ids[:, :-1], color_ids, 1.0, rng)
+    assert not jnp.array_equal(inputs, ids[:, :-1])
+    logits = model.apply({"params": params}, captioner_lib.to_model_input(batch["video"]), inputs)
+    by_hand = optax.softmax_cross_entropy_with_integer_labels(logits, ids[:, 1:]).mean()
+    assert jnp.allclose(loss, by_hand, rtol=1e-5)
+    plain, _ = captioner_lib.make_loss_fn(model)(params, batch, rng, 0)
+    assert not jnp.allclose(loss, plain)
+    with pytest.raises(ValueError, match="colour token ids"):
+        captioner_lib.make_loss_fn(model, None, 0.5)
+    with pytest.raises(ValueError, match=r"rate in \[0, 1\]"):
+        captioner_lib.make_loss_fn(model, color_ids, 1.5)
 
 
 def test_cached_decoding_matches_teacher_forcing_and_beams_find_likelier_captions():

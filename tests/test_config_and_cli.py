@@ -72,3 +72,16 @@ def test_cli_data_build_and_errors(tmp_path):
     assert caption.returncode == 2 and "--checkpoint is required" in caption.stderr
     unknown = _cli("fly")
     assert unknown.returncode == 2 and "unknown command" in unknown.stderr
+
+
+@pytest.mark.parametrize(
+    "command, listed, not_listed",
+    [
+        ("generate", ["--checkpoint", "--cfg_interval", "--shift", "--c2pa_cert"], ["--config"]),
+        ("train-captioner", ["--config", "--workdir", "--num_processes"], ["--out", "--steps"]),
+    ],
+)
+def test_command_help_lists_its_own_and_its_shared_flags(command, listed, not_listed):
+    shown = _cli(command, "--help")  # absl exits 1 after printing help
+    names = {line.split(":")[0].strip().replace("[no]", "") for line in shown.stdout.splitlines()}
+    assert set(listed) <= names and not set(not_listed) & names, shown.stdout

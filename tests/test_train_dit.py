@@ -270,11 +270,15 @@ def test_eval_reports_probe_adherence_per_set(runs, tmp_path):
         "--suite=default", f"--prompts={prompts}",
     )  # fmt: skip
     assert proc.returncode == 2 and "alternatives" in proc.stderr, proc.stderr
-    proc = _command(
-        "sora_jax.evaluate", f"--checkpoint={straight}", f"--out_dir={tmp_path}/bad",
-        "--cfg_interval=0.5",
-    )  # fmt: skip
-    assert proc.returncode == 2 and "0 <= lo < hi <= 1" in proc.stderr, proc.stderr
+    for flag, message in [
+        ("--cfg_interval=0.5", "0 <= lo < hi <= 1"),
+        ("--steps=0", "--steps must be at least 1"),
+        ("--batch_size=0", "--batch_size must be at least 1"),
+    ]:
+        proc = _command(
+            "sora_jax.evaluate", f"--checkpoint={straight}", f"--out_dir={tmp_path}/bad", flag
+        )
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert not (tmp_path / "bad").exists()
 
 
