@@ -38,6 +38,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     # Patches also see each frame's change since the previous one (motion, speed and cuts are
     # local there); measured in the closing note of issue 8 against pixels only.
     config.model.frame_differences = True
+    # And each frame's colour-free silhouette (one channel): a shape looks the same in every
+    # colour there. Off in the shipped captioner; measured in issue #8's closing note.
+    config.model.silhouettes = False
     config.model.max_length = 160  # BOS + caption + EOS; Shapes World's longest 17-frame is ~120
 
     # Probability that a colour word of the decoder's input is redrawn from all colours (its

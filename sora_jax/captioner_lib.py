@@ -39,6 +39,7 @@ def make_model(model: ml_collections.ConfigDict, vocab_size: int) -> Captioner:
         patch=model.patch,
         # Captioners trained before frame differences existed read pixels only.
         frame_differences=model.get("frame_differences", False),
+        silhouettes=model.get("silhouettes", False),
     )
 
 

@@ -16,6 +16,7 @@ from sora_jax.caption_tokenizer import BOS, EOS, PAD, CaptionTokenizer
 from sora_jax.data import video_folder
 from sora_jax.data.shapes_world import captions, vocab, world
 from sora_jax.metric_writers import read_metrics
+from sora_jax.models.captioner import silhouettes
 from sora_jax.video_io import write_video
 
 
@@ -143,6 +144,21 @@ def test_the_loss_swaps_colours_of_the_inputs_only():
         captioner_lib.make_loss_fn(model, None, 0.5)
     with pytest.raises(ValueError, match=r"rate in \[0, 1\]"):
         captioner_lib.make_loss_fn(model, color_ids, 1.5)
+
+
+def test_silhouettes_are_the_same_for_every_object_colour():
+    frame = np.full((1, 1, 32, 32, 3), 255, np.uint8)  # a white background
+    red, blue = frame.copy(), frame.copy()
+    red[..., 8:20, 10:22, :] = (220, 30, 30)
+    blue[..., 8:20, 10:22, :] = (30, 60, 200)
+    out = [silhouettes(captioner_lib.to_model_input(v)) for v in (red, blue)]
+    assert out[0].shape == (1, 1, 32, 32, 1) and jnp.array_equal(out[0], out[1])
+    inside = np.zeros((32, 32), bool)
+    inside[8:20, 10:22] = True
+    np.testing.assert_array_equal(np.asarray(out[0][0, 0, :, :, 0]), np.where(inside, 1.0, -1.0))
+    dark = np.zeros_like(red)  # a black background: the median is the background, whatever it is
+    dark[..., 8:20, 10:22, :] = (220, 30, 30)
+    assert jnp.array_equal(silhouettes(captioner_lib.to_model_input(dark)), out[0])
 
 
 def test_cached_decoding_matches_teacher_forcing_and_beams_find_likelier_captions():

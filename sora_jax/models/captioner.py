@@ -103,12 +103,30 @@ def with_frame_differences(video_BxTxHxWx3: jax.Array) -> jax.Array:
     return jnp.concatenate([video_BxTxHxWx3, video_BxTxHxWx3 - previous], axis=-1)
 
 
+# A pixel this far (in [-1, 1] units, largest channel) from the frame's background colour is
+# fully inside a silhouette; nearer ones (anti-aliased edges) partly.
+_SILHOUETTE_CONTRAST = 0.25
+
+
+def silhouettes(video_BxTxHxWx3: jax.Array) -> jax.Array:
+    """[B, T, H, W, 1]: where each frame differs from its background colour (the per-channel
+    median of the frame), in [-1, 1] and the same for every object colour.
+
+    A shape is a silhouette whatever its colour; RGB patches carry it multiplied by the colour,
+    which lets a model tie shapes to the colours it saw them in.
+    """
+    background = jnp.median(video_BxTxHxWx3, axis=(2, 3), keepdims=True)
+    contrast = jnp.max(jnp.abs(video_BxTxHxWx3 - background), axis=-1, keepdims=True)
+    return jnp.clip(contrast / _SILHOUETTE_CONTRAST, 0.0, 1.0) * 2.0 - 1.0
+
+
 class VideoEncoder(nn.Module):
     width: int
     depth: int
     heads: int
     patch: int  # pixels on a side of a patch; one frame deep
     frame_differences: bool  # patches also see the change since the previous frame
+    silhouettes: bool = False  # patches also see each frame's colour-free silhouettes
 
     @nn.compact
     def __call__(self, video_BxTxHxWx3: jax.Array) -> jax.Array:
@@ -116,8 +134,11 @@ class VideoEncoder(nn.Module):
         p = self.patch
         if h % p or w % p:
             raise ValueError(f"frame {h}x{w} is not a multiple of the {p}x{p} patch")
+        pixels = video_BxTxHxWx3
         if self.frame_differences:
             video_BxTxHxWx3 = with_frame_differences(video_BxTxHxWx3)
+        if self.silhouettes:
+            video_BxTxHxWx3 = jnp.concatenate([video_BxTxHxWx3, silhouettes(pixels)], -1)
         c = video_BxTxHxWx3.shape[-1]
         gh, gw = h // p, w // p
         patches = video_BxTxHxWx3.reshape(b, t, gh, p, gw, p, c).transpose(0, 1, 2, 4, 3, 5, 6)
@@ -185,10 +206,16 @@ class Captioner(nn.Module):
     heads: int
     patch: int
     frame_differences: bool
+    silhouettes: bool = False
 
     def setup(self):
         self.encoder = VideoEncoder(
-            self.width, self.encoder_depth, self.heads, self.patch, self.frame_differences
+            self.width,
+            self.encoder_depth,
+            self.heads,
+            self.patch,
+            self.frame_differences,
+            self.silhouettes,
         )
         self.decoder = CaptionDecoder(
             self.vocab_size, self.max_length, self.width, self.decoder_depth, self.heads
