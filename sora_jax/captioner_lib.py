@@ -53,13 +53,18 @@ def init_params(model: Captioner, rng: jax.Array, frames: int, height: int, widt
     return model.init(rng, video, ids)["params"]
 
 
-def color_token_ids(tokenizer: CaptionTokenizer) -> np.ndarray:
-    """The token id of each Shapes World colour word as captions write it (" red" after "a").
-    Raises ValueError if a colour is not one token in this tokenizer."""
-    rows = tokenizer.encode([f"a {color}" for color in vocab.COLORS])
+def word_token_ids(tokenizer: CaptionTokenizer, words) -> np.ndarray:
+    """The token id of each word as captions write it mid-sentence (" red" after "a").
+    Raises ValueError if a word is not one token in this tokenizer."""
+    rows = tokenizer.encode([f"a {word}" for word in words])
     if not np.all(rows[:, 3] == EOS):
-        raise ValueError("colour-token swapping needs every colour word to be one token")
+        raise ValueError(f"not every one of {list(words)} is one token")
     return rows[:, 2]
+
+
+def color_token_ids(tokenizer: CaptionTokenizer) -> np.ndarray:
+    """`word_token_ids` of the Shapes World colours (colour-token swapping needs them)."""
+    return word_token_ids(tokenizer, vocab.COLORS)
 
 
 def swap_color_tokens(ids_BxL, color_ids, prob: float, rng: jax.Array) -> jax.Array:

@@ -110,12 +110,13 @@ _SILHOUETTE_CONTRAST = 0.25
 
 def silhouettes(video_BxTxHxWx3: jax.Array) -> jax.Array:
     """[B, T, H, W, 1]: where each frame differs from its background colour (the per-channel
-    median of the frame), in [-1, 1] and the same for every object colour.
+    median of every 4th pixel of every 4th row), in [-1, 1] and the same for every object
+    colour.
 
     A shape is a silhouette whatever its colour; RGB patches carry it multiplied by the colour,
     which lets a model tie shapes to the colours it saw them in.
     """
-    background = jnp.median(video_BxTxHxWx3, axis=(2, 3), keepdims=True)
+    background = jnp.median(video_BxTxHxWx3[:, :, ::4, ::4], axis=(2, 3), keepdims=True)
     contrast = jnp.max(jnp.abs(video_BxTxHxWx3 - background), axis=-1, keepdims=True)
     return jnp.clip(contrast / _SILHOUETTE_CONTRAST, 0.0, 1.0) * 2.0 - 1.0
 
