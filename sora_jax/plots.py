@@ -18,8 +18,9 @@ from sora_jax.metric_writers import read_metrics
 matplotlib.use("Agg")  # files only; never a window
 from matplotlib import pyplot as plt  # noqa: E402 - after choosing the backend
 
-# Periodic scores worth a panel of their own, when a run logs them.
-SCORES = ("sample_adherence", "sample_psnr")
+# Periodic scores worth a panel of their own, when a run logs them: the DiT's probe adherence,
+# the VAE's PSNR, the captioner's accuracy on held-out clips (exact, and their shapes).
+SCORES = ("sample_adherence", "sample_psnr", "caption_exact", "caption_shape")
 
 _OUT = flags.DEFINE_string("out", None, "The PNG to write (default: W/curves.png).")
 
