@@ -28,18 +28,29 @@ KIND = "captioner"
 _LENGTH_PENALTY = 0.6
 
 
+# config.model fields added after captioners were first trained, with the value their
+# absence meant (such a checkpoint still loads and resumes).
+_MODEL_DEFAULTS = {"frame_differences": False, "silhouettes": False}
+
+
+def model_fields(model) -> dict:
+    """config.model (a ConfigDict or a saved config's dict) as the fields a captioner is built
+    from, older configs' missing fields filled in."""
+    return {**_MODEL_DEFAULTS, **dict(model)}
+
+
 def make_model(model: ml_collections.ConfigDict, vocab_size: int) -> Captioner:
+    fields = model_fields(model)
     return Captioner(
         vocab_size=vocab_size,
-        max_length=model.max_length,
-        width=model.width,
-        encoder_depth=model.encoder_depth,
-        decoder_depth=model.decoder_depth,
-        heads=model.heads,
-        patch=model.patch,
-        # Captioners trained before frame differences existed read pixels only.
-        frame_differences=model.get("frame_differences", False),
-        silhouettes=model.get("silhouettes", False),
+        max_length=fields["max_length"],
+        width=fields["width"],
+        encoder_depth=fields["encoder_depth"],
+        decoder_depth=fields["decoder_depth"],
+        heads=fields["heads"],
+        patch=fields["patch"],
+        frame_differences=fields["frame_differences"],
+        silhouettes=fields["silhouettes"],
     )
 
 
@@ -56,6 +67,7 @@ def init_params(model: Captioner, rng: jax.Array, frames: int, height: int, widt
 def word_token_ids(tokenizer: CaptionTokenizer, words) -> np.ndarray:
     """The token id of each word as captions write it mid-sentence (" red" after "a").
     Raises ValueError if a word is not one token in this tokenizer."""
+    words = list(words)
     rows = tokenizer.encode([f"a {word}" for word in words])
     if not np.all(rows[:, 3] == EOS):
         raise ValueError(f"not every one of {list(words)} is one token")

@@ -63,14 +63,15 @@ def run(main, argv: list[str] | None = None, name: str | None = None) -> None:
         sys.exit(2)
 
 
-def _list_command_flags_in_help(module_name: str) -> None:
-    """absl's --help lists the key flags of the module `sys.argv[0]` names: make that the
-    command's module, and the flags of the shared flag modules it imported key to it."""
-    sys.argv[0] = module_name
+def _list_command_flags_in_help(program: str, module_name: str) -> None:
+    """absl's --help lists the key flags of the module `sys.argv[0]` names: name the program
+    there, and make the flags of the command's module and of the shared flag modules it
+    imported key to it."""
+    sys.argv[0] = program
     for name, module_flags in flags.FLAGS.flags_by_module_dict().items():
-        if name in SHARED_FLAG_MODULES:
+        if name == module_name or name in SHARED_FLAG_MODULES:
             for flag in module_flags:
-                flags.FLAGS.register_key_flag_for_module(module_name, flag)
+                flags.FLAGS.register_key_flag_for_module(program, flag)
 
 
 def _usage() -> str:
@@ -95,5 +96,6 @@ def main() -> None:
         print(f"sora-jax: error: unknown command {args[0]!r}\n\n{_usage()}", file=sys.stderr)
         sys.exit(2)
     module = importlib.import_module(COMMANDS[command])
-    _list_command_flags_in_help(COMMANDS[command])
-    run(module.main, argv=[f"sora-jax {command}", *args[words:]], name=f"sora-jax {command}")
+    program = f"sora-jax {command}"
+    _list_command_flags_in_help(program, COMMANDS[command])
+    run(module.main, argv=[program, *args[words:]], name=program)

@@ -63,6 +63,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     workdir = pathlib.Path(workdir)
     if config.get("kind") != captioner_lib.KIND:
         raise ValueError("train-captioner needs a captioner config (configs/captioner_tiny.py)")
+    if not 0.0 <= config.get("input_color_swap", 0.0) <= 1.0:
+        raise ValueError(f"input_color_swap is a rate in [0, 1], got {config.input_color_swap}")
     mesh = train_loop.make_mesh(config)
     source = sources.make_source(config.data)
     tokenizer = load_or_train_tokenizer(config, workdir, source)
@@ -86,7 +88,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         checkpoints.abstract_like(state, state_shardings),
         data_iterator,
         config,
-        check_keys=("model", "tokenizer"),
+        check_keys=("tokenizer",),
+        checks={"config.model": lambda c: captioner_lib.model_fields(c["model"])},
     )
     if restored is not None:
         state = restored

@@ -1,8 +1,8 @@
-"""The `--config` and `--workdir` flags of the training commands (`train`, `train-vae`; `plots`
-reads --workdir too).
+"""The `--config` and `--workdir` flags of the training commands (`train`, `train-vae`,
+`train-captioner`) and of `plan`; `plots` reads --workdir too.
 
 absl flags are process-global, so the commands share these definitions instead of each defining
-its own: both trainers can then be imported in one process (tests, notebooks).
+its own: the trainers can then be imported in one process (tests, notebooks).
 """
 
 from absl import flags

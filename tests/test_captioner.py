@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from sora_jax import caption_eval, captioner_lib, config_lib, train_captioner
+from sora_jax import caption_eval, captioner_lib, checkpoints, config_lib, train_captioner
 from sora_jax.caption_tokenizer import BOS, EOS, PAD, CaptionTokenizer
 from sora_jax.data import video_folder
 from sora_jax.data.shapes_world import captions, vocab, world
@@ -156,6 +156,15 @@ def test_silhouettes_are_the_same_for_every_object_colour():
     inside = np.zeros((32, 32), bool)
     inside[8:20, 10:22] = True
     np.testing.assert_array_equal(np.asarray(out[0][0, 0, :, :, 0]), np.where(inside, 1.0, -1.0))
+    model = captioner_lib.make_model(
+        config_lib.ml_collections.ConfigDict(
+            dict(width=32, heads=2, encoder_depth=1, decoder_depth=1, patch=16, max_length=24,
+                 frame_differences=True, silhouettes=True)
+        ),
+        40,
+    )  # fmt: skip
+    params = captioner_lib.init_params(model, jax.random.key(0), 1, 32, 32)
+    assert params["encoder"]["patch"]["kernel"].shape == (16 * 16 * 7, 32)  # RGB, change, shape
     dark = np.zeros_like(red)  # a black background: the median is the background, whatever it is
     dark[..., 8:20, 10:22, :] = (220, 30, 30)
     assert jnp.array_equal(silhouettes(captioner_lib.to_model_input(dark)), out[0])
@@ -207,7 +216,10 @@ def _config(steps):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("captioner_run")
-    first = train_captioner.train_and_evaluate(_config(2), str(workdir))
+    before_silhouettes = _config(2)  # as configs were before model.silhouettes existed
+    with before_silhouettes.unlocked():
+        del before_silhouettes.model["silhouettes"]
+    first = train_captioner.train_and_evaluate(before_silhouettes, str(workdir))
     resumed = train_captioner.train_and_evaluate(_config(3), str(workdir))
     return workdir, first, resumed
 
@@ -222,6 +234,10 @@ def test_training_resumes_logs_and_scores_held_out_captions(run):
     assert [m["step"] for m in scored] == [2, 3] and "caption_color" in scored[0]
     rows = (workdir / "samples" / "captions_0000003.jsonl").read_text().splitlines()
     assert len(rows) == 3 and {"reference", "caption", "counts"} <= set(json.loads(rows[0]))
+    other_model = _config(4)
+    other_model.model.silhouettes = True
+    with pytest.raises(checkpoints.CheckpointError, match="different config.model"):
+        train_captioner.train_and_evaluate(other_model, str(workdir))
     captioner = captioner_lib.load(workdir)
     assert captioner.step == 3 and 400 < captioner.tokenizer.vocab_size <= 512  # merges run out
 

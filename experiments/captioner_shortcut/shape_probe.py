@@ -4,7 +4,8 @@
 
 For each clip whose caption opens "A <size> <colour> <shape>", the captioner is teacher-forced
 with "A <size> <colour>" and its likeliest shape word is read, once with the clip's true colour
-and once with another colour that the training split pairs with the clip's true shape. On the
+and once with another colour, drawn at random, that the training split pairs with the clip's
+true shape. `train` clips are the train split's after the ones the captioner trained on. On the
 held-out (colour, shape) pairs, a captioner that reads shapes from the video scores the same
 both ways; one that learned "this colour is never that shape" scores far better with the
 substituted colour.
@@ -38,16 +39,23 @@ def first_shapes(captioner, videos, prefixes: list[str]) -> list[str]:
 def main(checkpoint: str, split: str = "heldout", num: int = 256) -> None:
     captioner = captioner_lib.load(checkpoint)
     data = captioner.config.data
-    videos, references = caption_eval.clips(num, data.world_seed, data.sizes[0], split=split)
+    start = data.num_clips if split == "train" else 0
+    videos, references = caption_eval.clips(
+        num, data.world_seed, data.sizes[0], split=split, start=start
+    )
+    draw = np.random.default_rng(0)
     rows = []
     for video, reference in zip(videos, references, strict=True):
         opening = re.match(r"A (small|large) (\w+) (\w+)", reference)
         if opening:
             size, color, shape = opening.groups()
-            other = next(
+            others = [
                 c for c in vocab.COLORS if c != color and (c, shape) not in vocab.HELDOUT_PAIRS
-            )
+            ]
+            other = others[draw.integers(len(others))]
             rows.append((video, f"A {size} {color}", f"A {size} {other}", shape))
+    if not rows:
+        raise SystemExit('no clip caption opens with "A <size> <colour> <shape>"')
     videos = np.stack([r[0] for r in rows])
     truth = [r[3] for r in rows]
     for label, column in (("its true colour", 1), ("a colour trained with that shape", 2)):
