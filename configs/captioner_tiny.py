@@ -15,7 +15,7 @@ from sora_jax import config_lib
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
     arg = config_lib.parse_arg(
-        arg, batch=32, steps=2400, sizes="fixed", width=128, input_color_swap=0.5
+        arg, batch=32, steps=5000, sizes="fixed", width=128, input_color_swap=0.5
     )
     config = config_lib.load_sibling(__file__, "default").get_config(
         f"batch={arg.batch},sizes={arg.sizes}"
@@ -39,8 +39,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     # local there); measured in the closing note of issue 8 against pixels only.
     config.model.frame_differences = True
     # And each frame's colour-free silhouette (one channel): a shape looks the same in every
-    # colour there. Off in the shipped captioner; measured in issue #8's closing note.
-    config.model.silhouettes = False
+    # colour there (experiments/captioner_shortcut/RESULTS.md).
+    config.model.silhouettes = True
     config.model.max_length = 160  # BOS + caption + EOS; Shapes World's longest 17-frame is ~120
 
     # Probability that a colour word of the decoder's input is redrawn from all colours (its

@@ -220,7 +220,9 @@ def run(tmp_path_factory):
     with before_silhouettes.unlocked():
         del before_silhouettes.model["silhouettes"]
     first = train_captioner.train_and_evaluate(before_silhouettes, str(workdir))
-    resumed = train_captioner.train_and_evaluate(_config(3), str(workdir))
+    resumed = _config(3)
+    resumed.model.silhouettes = False  # what the field's absence meant
+    resumed = train_captioner.train_and_evaluate(resumed, str(workdir))
     return workdir, first, resumed
 
 
@@ -234,8 +236,7 @@ def test_training_resumes_logs_and_scores_held_out_captions(run):
     assert [m["step"] for m in scored] == [2, 3] and "caption_color" in scored[0]
     rows = (workdir / "samples" / "captions_0000003.jsonl").read_text().splitlines()
     assert len(rows) == 3 and {"reference", "caption", "counts"} <= set(json.loads(rows[0]))
-    other_model = _config(4)
-    other_model.model.silhouettes = True
+    other_model = _config(4)  # with silhouettes
     with pytest.raises(checkpoints.CheckpointError, match="different config.model"):
         train_captioner.train_and_evaluate(other_model, str(workdir))
     captioner = captioner_lib.load(workdir)
