@@ -1,6 +1,6 @@
 """`sora-jax demo`: the shipped tiny model doing every task on held-out prompts, as a gallery.
 
-    sora-jax demo [--out_dir demo_out] [--checkpoint checkpoints/tiny]
+    sora-jax demo [--out_dir demo_out] [--checkpoint checkpoints/tiny] [--cfg 7 --steps 25 ...]
 
 Loads the bundle committed under `checkpoints/` (see its MODEL_CARD.md), generates text to video
 for held-out Shapes World prompts (colour/shape pairs never trained on) at a square and a
@@ -16,7 +16,16 @@ import time
 
 from absl import flags
 
-from sora_jax import checkpoints, cli, dit_lib, eval_lib, output_flags, probe_eval, task_eval
+from sora_jax import (
+    checkpoints,
+    cli,
+    dit_lib,
+    eval_lib,
+    output_flags,
+    probe_eval,
+    sampler_flags,
+    task_eval,
+)
 
 SHIPPED = pathlib.Path(__file__).resolve().parents[1] / "checkpoints" / "tiny"
 
@@ -26,15 +35,15 @@ _CHECKPOINT = flags.DEFINE_string(
 )
 _NUM_PROMPTS = flags.DEFINE_integer("num_prompts", 8, "Held-out text-to-video prompts per size.")
 _NUM_TASK_CLIPS = flags.DEFINE_integer("num_task_clips", 4, "Held-out clips per task.")
-_STEPS = flags.DEFINE_integer("steps", 25, "Sampler steps.")
 _TASKS = flags.DEFINE_list("tasks", list(task_eval.TASKS), "Conditioned tasks to show.")
 
 
 def main(argv):
     if len(argv) > 1:
         raise cli.UserError(f"unexpected arguments: {argv[1:]}")
-    if _NUM_PROMPTS.value < 1 or _NUM_TASK_CLIPS.value < 1 or _STEPS.value < 1:
-        raise cli.UserError("--num_prompts, --num_task_clips and --steps must be at least 1")
+    if _NUM_PROMPTS.value < 1 or _NUM_TASK_CLIPS.value < 1:
+        raise cli.UserError("--num_prompts and --num_task_clips must be at least 1")
+    sampling = sampler_flags.settings()  # the sampler flags of `generate` and `eval`
     unknown = sorted(set(_TASKS.value) - set(task_eval.TASKS))
     if unknown:
         raise cli.UserError(f"unknown --tasks {unknown}; expected some of {task_eval.TASKS}")
@@ -53,7 +62,7 @@ def main(argv):
             (frames, height, width),
             (frames, _round16(height * 3 // 4), _round16(width * 5 // 4)),
         ),
-        steps=_STEPS.value,
+        **sampling,
         batch_size=max(_NUM_PROMPTS.value, _NUM_TASK_CLIPS.value),
         grid=0,
         num_task_clips=_NUM_TASK_CLIPS.value,

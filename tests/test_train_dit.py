@@ -401,9 +401,11 @@ def test_export_writes_a_bundle_that_samples_like_the_run(runs, tmp_path, monkey
     proc = _command(
         "sora_jax.demo", f"--checkpoint={out}", f"--out_dir={tmp_path}/demo", "--num_prompts=2",
         "--num_task_clips=1", "--steps=1", "--tasks=i2v,loop",  # the eval test runs them all
+        "--cfg=7", "--sampler=heun",  # the sampler flags of generate and eval
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert report["settings"]["cfg"] == 7.0 and report["settings"]["sampler"] == "heun"
     assert set(report["t2v"]) == {"heldout_9x32x32", "heldout_9x16x32"}
     assert list(report["tasks"]) == ["i2v", "loop"]
     assert (tmp_path / "demo" / "index.html").read_text().count('class="card"') == 4 + 2
