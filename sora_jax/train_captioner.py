@@ -32,7 +32,9 @@ from sora_jax.data import pipeline, sources
 from sora_jax.metric_writers import MetricWriter
 
 
-def load_or_train_tokenizer(config, workdir: pathlib.Path, source) -> CaptionTokenizer:
+def load_or_train_tokenizer(
+    config, workdir: pathlib.Path, source, *, one_token_colors: bool
+) -> CaptionTokenizer:
     file = workdir / captioner_lib.TOKENIZER_FILE
     if file.is_file():
         return CaptionTokenizer.from_json(file.read_text(), config.model.max_length)
@@ -44,7 +46,7 @@ def load_or_train_tokenizer(config, workdir: pathlib.Path, source) -> CaptionTok
         for i in range(num)
     ]
     tokenizer = CaptionTokenizer.train(texts, config.tokenizer.vocab_size, config.model.max_length)
-    if config.get("input_color_swap", 0.0):  # before the workdir keeps a tokenizer that cannot
+    if one_token_colors:  # checked before the workdir keeps a tokenizer that cannot swap colours
         try:
             captioner_lib.color_token_ids(tokenizer)
         except ValueError as e:
@@ -63,11 +65,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     workdir = pathlib.Path(workdir)
     if config.get("kind") != captioner_lib.KIND:
         raise ValueError("train-captioner needs a captioner config (configs/captioner_tiny.py)")
-    if not 0.0 <= config.get("input_color_swap", 0.0) <= 1.0:
-        raise ValueError(f"input_color_swap is a rate in [0, 1], got {config.input_color_swap}")
+    input_color_swap = config.get("input_color_swap", 0.0)
+    if not 0.0 <= input_color_swap <= 1.0:
+        raise ValueError(f"input_color_swap is a rate in [0, 1], got {input_color_swap}")
     mesh = train_loop.make_mesh(config)
     source = sources.make_source(config.data)
-    tokenizer = load_or_train_tokenizer(config, workdir, source)
+    tokenizer = load_or_train_tokenizer(
+        config, workdir, source, one_token_colors=bool(input_color_swap)
+    )
     model = captioner_lib.make_model(config.model, tokenizer.vocab_size)
     rng = jax.random.key(config.seed)
     _, init, optimizer = captioner_lib.abstract_train_state(config, model)
@@ -95,7 +100,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state = restored
         logging.info("resumed from step %d", start_step)
 
-    input_color_swap = config.get("input_color_swap", 0.0)
     color_ids = captioner_lib.color_token_ids(tokenizer) if input_color_swap else None
     logging.info("decoder input colour swap rate: %s", input_color_swap)
     loss_fn = captioner_lib.make_loss_fn(model, color_ids, input_color_swap)
