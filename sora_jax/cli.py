@@ -55,7 +55,9 @@ def run(main, argv: list[str] | None = None, name: str | None = None) -> None:
     """`app.run(main)` that turns a UserError into one clear line on stderr, after keeping
     freed host memory in the process (`host_memory`: before the first jax computation)."""
     host_memory.retain_freed_memory()
-    name = name or (argv or sys.argv)[0]
+    program = (argv or sys.argv)[0]
+    _make_key_flags(program, SHARED_FLAG_MODULES)  # also under `python -m sora_jax.<module>`
+    name = name or program
     try:
         app.run(main, argv=argv)
     except UserError as e:
@@ -63,15 +65,20 @@ def run(main, argv: list[str] | None = None, name: str | None = None) -> None:
         sys.exit(2)
 
 
-def _list_command_flags_in_help(program: str, module_name: str) -> None:
-    """absl's --help lists the key flags of the module `sys.argv[0]` names: name the program
-    there, and make the flags of the command's module and of the shared flag modules it
-    imported key to it."""
-    sys.argv[0] = program
+def _make_key_flags(program: str, module_names) -> None:
+    """absl's --help lists the key flags of the module `sys.argv[0]` names: make the flags that
+    the modules `module_names` defined (those of them imported) key to `program`."""
     for name, module_flags in flags.FLAGS.flags_by_module_dict().items():
-        if name == module_name or name in SHARED_FLAG_MODULES:
+        if name in module_names:
             for flag in module_flags:
                 flags.FLAGS.register_key_flag_for_module(program, flag)
+
+
+def _list_command_flags_in_help(program: str, module_name: str) -> None:
+    """Names the program in `sys.argv[0]`, where --help looks, with the command module's flags
+    key to it (`run` adds the shared flag modules')."""
+    sys.argv[0] = program
+    _make_key_flags(program, (module_name,))
 
 
 def _usage() -> str:

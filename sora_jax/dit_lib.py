@@ -284,7 +284,7 @@ def guided_pair_fn(model: dit.DiT, dit_params, coords_2BxNx3, text_BxLxE, mask_B
 
 @functools.partial(
     jax.jit,
-    static_argnames=("model", "text", "latent_shape", "steps", "method", "shift", "cfg_interval"),
+    static_argnames=("model", "text", "latent_shape", "steps", "sampler", "shift", "cfg_interval"),
 )
 def sample_latents(
     model: dit.DiT,
@@ -296,7 +296,7 @@ def sample_latents(
     *,
     latent_shape: tuple[int, ...],
     steps: int,
-    method: str,
+    sampler: str,
     shift: float,
     cfg: float,
     stats,
@@ -350,7 +350,7 @@ def sample_latents(
         velocity,
         x_start,
         num_steps=steps,
-        method=method,
+        method=sampler,
         shift=shift,
         x0_cond=x0_BxNxP,
         cond_BxN=cond_BxN,
@@ -450,6 +450,13 @@ class Pipeline:
         patching.check_patchable(latent, self.model.patch_size)
         return latent
 
+    def default_shift(self, frames: int, height: int, width: int) -> float:
+        """The sampler's timestep shift when none is asked for: the run's
+        `config.diffusion.shift` at the token count of one clip of this size."""
+        shape = self.latent_shape(1, frames, height, width)
+        tokens = int(np.prod(shape[1:4])) // int(np.prod(self.model.patch_size))
+        return float(rectified_flow.shift_for_tokens(tokens, **self.config.diffusion.shift))
+
     def generate(
         self,
         prompts,
@@ -460,7 +467,7 @@ class Pipeline:
         steps,
         cfg,
         seed,
-        method="euler",
+        sampler="euler",
         cfg_interval=None,
         shift=None,
         params=None,
@@ -509,7 +516,6 @@ class Pipeline:
                     f"the video to edit encodes to {tuple(init.shape)}, not {tuple(shape)}"
                 )
         text_in, mask = self.embed(prompts)
-        tokens = int(np.prod(shape[1:4])) // int(np.prod(self.model.patch_size))
         latents = sample_latents(
             self.model,
             self.text,
@@ -519,10 +525,8 @@ class Pipeline:
             noise_keys(seed, len(prompts)),
             latent_shape=tuple(shape),
             steps=steps,
-            method=method,
-            shift=float(shift)
-            if shift is not None
-            else rectified_flow.shift_for_tokens(tokens, **self.config.diffusion.shift),
+            sampler=sampler,
+            shift=float(shift) if shift is not None else self.default_shift(frames, height, width),
             cfg=cfg,
             cfg_interval=None if cfg_interval is None else tuple(map(float, cfg_interval)),
             stats=self.stats,

@@ -77,7 +77,7 @@ def evaluate(
         cfg=settings.cfg,
         cfg_interval=settings.cfg_interval,
         shift=settings.shift,
-        method=settings.sampler,
+        sampler=settings.sampler,
     )
 
     def generate(prompts, seeds, size):

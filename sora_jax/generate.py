@@ -166,6 +166,15 @@ def check_job(pipe, job: dict, inputs: dict, frames: int, height: int, width: in
         raise ValueError(f"--strength must be in (0, 1], got {job['strength']}")
 
 
+def sampled_frames(pipe, job: dict, inputs: dict, frames: int) -> int:
+    """Frames of each clip the sampler generates for a job of `frames` frames: one window of a
+    long video, the whole of the video that v2v edits, else the job's own length."""
+    if job["task"] == "v2v":
+        return int(inputs["video"].shape[0])
+    window = pipe.config.data.sizes[0][0]
+    return window if job["task"] in ("t2v", "i2v") and frames > window else frames
+
+
 def run_job(pipe, job: dict, inputs: dict, *, frames, height, width, sample) -> np.ndarray:
     """The finished video for one job (see `task_generation`)."""
     task, prompts = job["task"], [job.get("model_prompt", job["prompt"])]
@@ -175,8 +184,8 @@ def run_job(pipe, job: dict, inputs: dict, *, frames, height, width, sample) -> 
         height, width = start.shape[2:4]
     image = None if start is None else start[:, 0]
     size = dict(frames=frames, height=height, width=width)
-    window = pipe.config.data.sizes[0][0]
-    if task in ("t2v", "i2v") and frames > window:
+    window = sampled_frames(pipe, job, inputs, frames)
+    if task in ("t2v", "i2v") and window < frames:
         videos = task_generation.long_video(
             pipe, prompts, frames=frames, window=window, height=height, width=width,
             sample=sample, images=image,
@@ -233,8 +242,7 @@ def main(argv):
         for job, given in zip(jobs, inputs, strict=True):
             check_job(pipe, job, given, job["frames"] or run_frames, height, width)
     fps = _FPS.value or pipe.config.data.fps
-    method = sampling.pop("sampler")  # the pipeline's name for the solver
-    sample = {**sampling, "method": method}
+
     for job, given in zip(jobs, inputs, strict=True):
         job["out"].parent.mkdir(parents=True, exist_ok=True)
         frames = job["frames"] or run_frames
@@ -250,7 +258,7 @@ def main(argv):
         with cli.user_errors(ValueError):
             video = run_job(
                 pipe, job, given, frames=frames, height=height, width=width,
-                sample={**sample, "seed": job["seed"]},
+                sample={**sampling, "seed": job["seed"]},
             )  # fmt: skip
             sample_s = time.perf_counter() - start
             provenance.write_video(job["out"], video, fps=fps, generation=generation, signer=signer)
@@ -271,11 +279,15 @@ def main(argv):
             "height": int(video.shape[1]),
             "width": int(video.shape[2]),
             "fps": fps,
-            "steps": sample["steps"],
-            "cfg": sample["cfg"],
-            "cfg_interval": sample["cfg_interval"],
-            "shift": sample["shift"],
-            "sampler": sample["method"],
+            "steps": sampling["steps"],
+            "cfg": sampling["cfg"],
+            "cfg_interval": sampling["cfg_interval"],
+            # The shift the sampler used: the flag's, or the run's at this clip's token count.
+            "shift": sampling["shift"]
+            or pipe.default_shift(
+                sampled_frames(pipe, job, given, frames), int(video.shape[1]), int(video.shape[2])
+            ),
+            "sampler": sampling["sampler"],
             "checkpoint": str(pathlib.Path(_CHECKPOINT.value).resolve()),
             "step": pipe.step,
             "config": pipe.config.to_dict(),

@@ -3,7 +3,7 @@
 Each function takes a `dit_lib.Pipeline`, B prompts and uint8 frames [B, T, H, W, 3] (an image
 is one frame), and returns the finished uint8 videos [B, T', H, W, 3], given frames included
 where the task keeps them. The conditioning itself (head frames in place, tail frames appended)
-is `tasks.py`; `sample` holds the sampler settings: dict(steps=..., cfg=..., seed=..., method=...),
+is `tasks.py`; `sample` holds the sampler settings: dict(steps=..., cfg=..., seed=..., sampler=...),
 the seed an int for the batch or one a prompt (`Pipeline.generate`).
 
 `context` is the run's `config.tasks.context` (latent frames); an extension overlaps the given

@@ -85,3 +85,12 @@ def test_command_help_lists_its_own_and_its_shared_flags(command, listed, not_li
     shown = _cli(command, "--help")  # absl exits 1 after printing help
     names = {line.split(":")[0].strip().replace("[no]", "") for line in shown.stdout.splitlines()}
     assert set(listed) <= names and not set(not_listed) & names, shown.stdout
+
+
+def test_module_help_lists_the_shared_flags_too():
+    shown = subprocess.run(
+        [sys.executable, "-m", "sora_jax.generate", "--help"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    names = {line.split(":")[0].strip() for line in shown.stdout.splitlines()}
+    assert {"--checkpoint", "--shift", "--c2pa_cert"} <= names, shown.stdout

@@ -153,6 +153,13 @@ def test_generate_writes_video_and_sidecar(runs, tmp_path):
     assert record["seed"] == 3 and record["sampler"] == "heun" and record["step"] == 4
     assert record["cfg_interval"] == [0.1, 0.9] and record["shift"] == 2.0
     assert record["prompt_policy"] == "disabled (--allow_unsafe_prompts)"
+    proc = _generate(
+        f"--checkpoint={straight}", f"--prompts={prompts}", f"--out_dir={tmp_path}/default",
+        "--steps=1", "--allow_unsafe_prompts",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    # Without --shift the sidecar records the shift the sampler used: the run's at 80 tokens.
+    assert json.loads((tmp_path / "default" / "0000.json").read_text())["shift"] == 1.0
     credentials = provenance.read(tmp_path / "batch" / "0000.mp4")
     assert credentials["state"] == "Valid" and credentials["generation"]["checkpoint_step"] == 4
     assert credentials["generation"]["prompt_policy"] == "disabled (--allow_unsafe_prompts)"
@@ -396,6 +403,7 @@ def test_export_writes_a_bundle_that_samples_like_the_run(runs, tmp_path, monkey
     assert guided[-1] == ((0.0, 1.0),)  # traced anew (new static arguments): reached guidance
     shipped.generate(prompts, **sample)
     assert seen[-1]["cfg_interval"] is None and seen[-1]["shift"] == 1.0  # the run's at 64 tokens
+    assert shipped.default_shift(9, 32, 32) == 1.0
     assert whole.shape == expected.shape
     # The demo runs on a bundle: held-out text to video at two sizes and every task, a gallery.
     proc = _command(
