@@ -36,7 +36,7 @@ def _pipeline() -> dit_lib.Pipeline:
 
 def child(frames: int, steps: int) -> None:
     pipe = _pipeline()
-    sample = dict(steps=steps, cfg=4.0, seed=0, method="euler")
+    sample = dict(steps=steps, cfg=4.0, seed=0, sampler="euler")
     start = time.perf_counter()
     video = task_generation.long_video(
         pipe, ["a small red circle moves right on a black background"],

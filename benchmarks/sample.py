@@ -47,7 +47,7 @@ def _sample(model, text, params, steps):
         jax.random.key(2),
         latent_shape=LATENT,
         steps=steps,
-        method="euler",
+        sampler="euler",
         shift=1.0,
         cfg=4.0,
         stats=(jnp.zeros(LATENT[-1]), jnp.ones(LATENT[-1])),

@@ -142,7 +142,7 @@ def test_sampler_keeps_head_frames_and_returns_the_clip(micro):
     frames = jnp.array([[True, True, False, False]])
     tail = jax.random.normal(jax.random.key(5), (1, 1, H, W, C))
     kwargs = dict(
-        latent_shape=(1, T, H, W, C), steps=3, method="euler", shift=1.0, cfg=2.0, stats=stats
+        latent_shape=(1, T, H, W, C), steps=3, sampler="euler", shift=1.0, cfg=2.0, stats=stats
     )
     out = dit_lib.sample_latents(
         model, text, params, tokens["ids"], tokens["mask"], jax.random.key(6),
