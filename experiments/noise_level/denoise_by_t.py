@@ -30,16 +30,14 @@ STRENGTHS = (0.3, 0.5, 0.7, 0.85, 0.93, 1.0)
 BATCH = 16
 
 
-def one_step_errors(pipe, videos, captions, ts=ONE_STEP_TS) -> list[tuple[float, float, float]]:
-    """(t, the DiT's relative x0 error, the best linear estimate's) at each t."""
-    latent = vae_lib.encode(pipe.vae, pipe.vae_params, videos)
+def one_step_errors(pipe, latent, captions, ts=ONE_STEP_TS) -> list[tuple[float, float, float]]:
+    """(t, the DiT's relative x0 error, the best linear estimate's) at each t, from the clips'
+    VAE latents."""
     normalized = dit_lib.normalize(latent, pipe.stats)
     x0, coords, _, _, grid = dit_lib.token_inputs(
         pipe.model, normalized, jnp.zeros(latent.shape[:2], bool)
     )
-    text_in, mask = map(jnp.asarray, pipe.embed(captions))
-    if not pipe.text.frozen:  # a trained encoder: embed gave token ids
-        text_in = pipe.text.module.apply({"params": pipe.params["text"]}, text_in, mask)
+    text_in, mask = dit_lib.text_states(pipe.params, pipe.text_batch(captions), pipe.text)
     eps = jax.random.normal(jax.random.key(0), x0.shape)
     variance = float(jnp.var(x0))
     rows = []
@@ -91,15 +89,14 @@ def main() -> None:
     videos, captions = probe_eval.probe_clips(
         data, "train", args.clips, start=data.num_clips, size=(17, 64, 64)
     )
-    reconstructed = vae_lib.decode(
-        pipe.vae, pipe.vae_params, vae_lib.encode(pipe.vae, pipe.vae_params, videos)
-    )
+    latent = vae_lib.encode(pipe.vae, pipe.vae_params, videos)
+    reconstructed = vae_lib.decode(pipe.vae, pipe.vae_params, latent)
     reference = probe_eval.summarize(
         [probe.probe(np.asarray(v), c) for v, c in zip(reconstructed, captions, strict=True)]
     )
     print(f"{args.checkpoint}: {args.clips} unseen train clips, 17x64x64, CFG {args.cfg}\n")
     print("| t | DiT x0 error / variance | best linear estimate |\n|---|---|---|")
-    for t, error, linear in one_step_errors(pipe, videos, captions):
+    for t, error, linear in one_step_errors(pipe, latent, captions):
         print(f"| {t} | {error:.3f} | {linear:.3f} |")
     print("\n| strength | adherence | colour | shape | size | motion | speed |")
     print("|---|---|---|---|---|---|---|")
