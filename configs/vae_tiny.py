@@ -63,6 +63,10 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     # A `train-vae` workdir or a bundle (checkpoints/tiny) whose VAE params a fresh run starts
     # from, with a fresh optimizer: how the shipped VAE keeps training across machines.
     config.init_from = ""
+    # Train the decoder alone (the encoder gets zero updates and no backward pass): with
+    # `init_from`, sharpens a VAE's reconstructions without moving the latent space that a
+    # DiT (and its latent cache) was trained on.
+    config.freeze_encoder = False
     config.total_steps = arg.steps
     config.log_every = 50
     config.checkpoint_every = 500

@@ -10,6 +10,12 @@ not (no optimizer moments, no data position), plus both runs' metrics logs for t
 
     sora-jax export --checkpoint workdirs/vae_tiny --bundle checkpoints/vae_tiny --dtype float16
 
+    sora-jax export --checkpoint workdirs/dit_tiny --bundle checkpoints/tiny \
+        --vae workdirs/vae_decoder
+
+`--vae` ships another VAE with the DiT: a decoder fine-tune of the run's own (`train-vae
+--config.init_from=... --config.freeze_encoder`), whose encoder must be the run's bit for bit.
+
 A `train-vae` workdir exports as a VAE bundle: its params, config and training log, which
 `eval-vae --checkpoint`, a DiT run's `config.vae.workdir` and a VAE run's `config.init_from`
 read like the workdir.
@@ -31,6 +37,12 @@ _CHECKPOINT = flags.DEFINE_string(
 )
 _BUNDLE = flags.DEFINE_string("bundle", None, "The bundle directory to write (replaced if one).")
 _STEP = flags.DEFINE_integer("step", None, "The checkpoint step; default: the newest.")
+_VAE = flags.DEFINE_string(
+    "vae",
+    None,
+    "A `train` run only: a VAE run or bundle to ship instead of the run's own; refused unless "
+    "its encoder is the run's bit for bit (`train-vae --config.freeze_encoder`).",
+)
 _DTYPE = flags.DEFINE_enum(
     "dtype", "float32", ["float32", "float16"], "Storage dtype (loaded back as float32)."
 )
@@ -46,7 +58,9 @@ def main(argv):
             meta = captioner_lib.export(_CHECKPOINT.value, _BUNDLE.value, _STEP.value, _DTYPE.value)
             what = f"captioner step {meta['step']}"
         else:
-            meta = export_lib.export(_CHECKPOINT.value, _BUNDLE.value, _STEP.value, _DTYPE.value)
+            meta = export_lib.export(
+                _CHECKPOINT.value, _BUNDLE.value, _STEP.value, _DTYPE.value, _VAE.value
+            )
             what = f"VAE step {meta['vae_step']}"
             if "dit_step" in meta:
                 what = f"DiT step {meta['dit_step']} + {what}"

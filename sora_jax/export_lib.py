@@ -2,38 +2,69 @@
 
 import pathlib
 
+import jax
 import numpy as np
 
 from sora_jax import bundle, checkpoints, dit_lib, vae_lib
 from sora_jax.metric_writers import METRICS_FILE
 
 
-def export(checkpoint, out, step: int | None = None, dtype: str = "float32") -> dict:
+def export(
+    checkpoint, out, step: int | None = None, dtype: str = "float32", vae: str | None = None
+) -> dict:
     """Writes the bundle of a `train` run (DiT + its VAE) or of a `train-vae` run (the VAE
-    alone); returns its meta."""
+    alone); returns its meta. `vae` (a `train` run only): a VAE run or bundle to ship instead of
+    the run's own, refused unless its encoder is the run's, bit for bit (a decoder fine-tune,
+    `train-vae --config.freeze_encoder`): the latents the DiT learned are then unchanged."""
     if bundle.is_bundle(checkpoint):
         raise checkpoints.CheckpointError(f"{checkpoint} is a bundle already")
     if vae_lib.is_vae_run(checkpoint):
+        if vae is not None:
+            raise checkpoints.CheckpointError("a VAE to ship instead needs a `train` run")
         return _export_vae(checkpoint, out, step, dtype)
     pipe = dit_lib.load_pipeline(checkpoint, step)
     ref = dit_lib.read_vae_ref(checkpoint)
-    _, vae_params, vae_config = vae_lib.load_vae(ref["workdir"], ref["step"])
+    vae_source, vae_step = ref["workdir"], ref["step"]
+    _, vae_params, vae_config = vae_lib.load_vae(vae_source, vae_step)
+    if vae is not None:
+        vae_params, vae_config, vae_step = _same_encoder(vae, vae_params, vae_config)
+        vae_source = vae
     meta = {
         "dit_config": pipe.config.to_dict(),
         "dit_step": pipe.step,
         "vae_config": vae_config.to_dict(),
-        "vae_step": ref["step"],
+        "vae_step": vae_step,
         "latent_mean": ref["latent_mean"],
         "latent_std": ref["latent_std"],
     }
     trees = {bundle.DIT: pipe.params, bundle.VAE: vae_params}
-    logs = {"dit": pathlib.Path(checkpoint), "vae": pathlib.Path(ref["workdir"])}
+    logs = {"dit": pathlib.Path(checkpoint), "vae": pathlib.Path(vae_source)}
     files = {
         _bundled_log(name): log
         for name, source in logs.items()
         if (log := _metrics_log(source, name)).is_file()
     }
     return bundle.write(out, meta, trees, dtype=np.dtype(dtype), files=files)
+
+
+def _same_encoder(source, trained_params, trained_config):
+    """(params, config, step) of the newest VAE in `source`, if its encoder is the one the DiT
+    was trained on; CheckpointError otherwise."""
+    _, params, config = vae_lib.load_vae(source)
+    same = config.model.to_dict() == trained_config.model.to_dict() and all(
+        np.array_equal(a, b)  # the same model config: the same tree
+        for a, b in zip(
+            jax.tree.leaves(params["encoder"]),
+            jax.tree.leaves(trained_params["encoder"]),
+            strict=True,
+        )
+    )
+    if not same:
+        raise checkpoints.CheckpointError(
+            f"the encoder in {source} is not the one the DiT was trained on; only a decoder "
+            "fine-tune of that VAE (train-vae --config.freeze_encoder) can replace it"
+        )
+    return params, config, vae_lib.latest_step(source)
 
 
 def _export_vae(checkpoint, out, step: int | None, dtype: str) -> dict:

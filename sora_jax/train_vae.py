@@ -3,7 +3,8 @@
     sora-jax train-vae --config configs/vae_tiny.py --workdir W [--config.total_steps=...]
 
 Resumes from the newest checkpoint in W (state, data iterator and config are saved together);
-a fresh W can start from another run's or a bundle's VAE params (`--config.init_from=DIR`);
+a fresh W can start from another run's or a bundle's VAE params (`--config.init_from=DIR`),
+and `--config.freeze_encoder` then trains the decoder alone (the latent space stays fixed);
 writes TensorBoard events + metrics.jsonl, a progress bar, and reconstruction videos of fixed
 held-out clips (original | reconstruction) to W/samples. SIGTERM finishes the step, saves and
 exits 0. One file, top to bottom, in the big_vision way: fork it to change the recipe.
@@ -65,7 +66,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     frames, height, width = config.data.sizes[0]
     dummy = jnp.zeros((1, frames, height, width, 3), jnp.float32)
-    optimizer = train_lib.make_optimizer(config.optimizer, config.total_steps)
+    optimizer = vae_lib.make_optimizer(config)
     state, state_shardings = sharding.sharded_init(
         lambda r: train_lib.create_train_state(
             vae_lib.init_params(model, config.loss, r, dummy), optimizer
@@ -93,7 +94,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         data_iterator,
         config,
         # The discriminator's params are part of the state only with the adversarial loss on.
-        checks={"adversarial on/off": lambda c: vae_lib.adversarial_weight(c["loss"]) > 0},
+        checks={
+            "adversarial on/off": lambda c: vae_lib.adversarial_weight(c["loss"]) > 0,
+            "freeze_encoder": vae_lib.encoder_frozen,
+        },
     )
     if restored is not None:
         state = restored
@@ -103,7 +107,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state = state.replace(params=params)
         logging.info("started from the VAE params of %s", config.init_from)
 
-    loss_fn = vae_lib.make_loss_fn(model, config.loss)
+    loss_fn = vae_lib.make_loss_fn(model, config.loss, vae_lib.encoder_frozen(config))
     train_step = train_lib.jit_train_step(
         train_lib.make_train_step(loss_fn, optimizer),
         state_shardings,

@@ -9,6 +9,7 @@ import re
 import jax
 import jax.numpy as jnp
 import ml_collections
+import optax
 from flax import linen as nn
 
 from sora_jax import bundle, checkpoints, sharding, train_lib
@@ -53,6 +54,33 @@ def autoencoder_params(params):
     return params["vae"] if "disc" in params else params
 
 
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """A `train-vae` run's optimizer (`train_lib.make_optimizer`), with the encoder's updates
+    zeroed when `config.freeze_encoder`: decoder fine-tuning keeps the latent space (and every
+    DiT trained on it) exactly as it was. A zeroing mask after the optimizer rather than
+    `optax.multi_transform`, whose masked states the sharding rules cannot map."""
+    optimizer = train_lib.make_optimizer(config.optimizer, config.total_steps)
+    if not encoder_frozen(config):
+        return optimizer
+
+    def in_encoder(params):
+        return jax.tree_util.tree_map_with_path(lambda path, _: _in_encoder(path), params)
+
+    return optax.chain(optimizer, optax.masked(optax.set_to_zero(), in_encoder))
+
+
+def encoder_frozen(config) -> bool:
+    """`config.freeze_encoder` (ConfigDict or saved dict); runs saved before it trained all."""
+    return config.get("freeze_encoder", False)
+
+
+def _in_encoder(path) -> bool:
+    keys = [getattr(k, "key", None) for k in path]
+    if keys[:1] == ["vae"]:  # {"vae", "disc"} with the adversarial loss on
+        keys = keys[1:]
+    return keys[:1] == ["encoder"]
+
+
 def to_unit_range(video_uint8):
     return video_uint8.astype(jnp.float32) / 127.5 - 1.0
 
@@ -74,8 +102,13 @@ def random_crop(video_BxTxHxWx3, rng, crop: tuple[int, int, int]):
     return jax.vmap(one)(video_BxTxHxWx3, starts)
 
 
-def make_loss_fn(model: vae_model.VideoVAE, loss_config: ml_collections.ConfigDict):
-    """`loss_fn(params, batch, rng, step) -> (loss, metrics)` for `train_lib.make_train_step`."""
+def make_loss_fn(
+    model: vae_model.VideoVAE, loss_config: ml_collections.ConfigDict, frozen_encoder=False
+):
+    """`loss_fn(params, batch, rng, step) -> (loss, metrics)` for `train_lib.make_train_step`.
+
+    `frozen_encoder` stops gradients at the encoder's params (see `make_optimizer`), so its
+    backward pass is never computed."""
     lpips = None
     if loss_config.lpips > 0:
         from sora_jax.metrics.lpips import LPIPS, load_params
@@ -85,7 +118,10 @@ def make_loss_fn(model: vae_model.VideoVAE, loss_config: ml_collections.ConfigDi
     def loss_fn(params, batch, rng, step):
         sample_rng, frame_rng, crop_rng = jax.random.split(rng, 3)
         video = to_unit_range(random_crop(batch["video"], crop_rng, loss_config.crop))
-        recon, mean, logvar = model.apply({"params": autoencoder_params(params)}, video, sample_rng)
+        vae_params = autoencoder_params(params)
+        if frozen_encoder:
+            vae_params = {**vae_params, "encoder": jax.lax.stop_gradient(vae_params["encoder"])}
+        recon, mean, logvar = model.apply({"params": vae_params}, video, sample_rng)
         l1 = jnp.mean(jnp.abs(recon - video))
         mse = jnp.mean(jnp.square(recon - video))
         kl = 0.5 * jnp.mean(mean**2 + jnp.exp(logvar) - 1.0 - logvar)
@@ -197,7 +233,7 @@ def load_state(workdir: str | pathlib.Path, step: int | None = None):
     """(model, whole train state, config) of a `train-vae` checkpoint, on one device."""
     config = checkpoints.saved_config(workdir, step)
     model = make_model(config.model, conv_impl="xla")
-    optimizer = train_lib.make_optimizer(config.optimizer, config.total_steps)
+    optimizer = make_optimizer(config)
     mesh = sharding.make_mesh({"data": -1}, devices=jax.local_devices()[:1])
     abstract = jax.eval_shape(
         lambda r: train_lib.create_train_state(_init_like(model, config, r), optimizer),

@@ -438,6 +438,33 @@ def test_export_writes_a_bundle_that_samples_like_the_run(runs, tmp_path, monkey
         dit_lib.load_pipeline(tmp_path / "half", step=3)
 
 
+def test_export_ships_a_decoder_fine_tune_with_the_runs_encoder(runs, tmp_path):
+    _, straight, _, _, _ = runs
+    ref = dit_lib.read_vae_ref(straight)
+    _, params, config = vae_lib.load_vae(ref["workdir"])
+    nudged = lambda tree: jax.tree.map(lambda x: np.asarray(x) + 0.5, tree)  # noqa: E731
+    finer = {**params, "decoder": nudged(params["decoder"])}
+    meta = {"vae_config": config.to_dict(), "vae_step": 9}
+    bundle.write(tmp_path / "finer", meta, {bundle.VAE: finer})
+    proc = _command(
+        "sora_jax.export", f"--checkpoint={straight}", f"--bundle={tmp_path}/out",
+        f"--vae={tmp_path}/finer",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "DiT step 4 + VAE step 9" in proc.stdout
+    shipped = dit_lib.load_pipeline(tmp_path / "out")
+    _assert_trees_equal(shipped.vae_params, finer)
+    assert bundle.read_meta(tmp_path / "out")["latent_std"] == ref["latent_std"]
+
+    other = {**params, "encoder": nudged(params["encoder"])}
+    bundle.write(tmp_path / "other", meta, {bundle.VAE: other})
+    with pytest.raises(checkpoints.CheckpointError, match="not the one the DiT was trained on"):
+        export_lib.export(straight, tmp_path / "refused", vae=tmp_path / "other")
+    assert not (tmp_path / "refused").exists()
+    with pytest.raises(checkpoints.CheckpointError, match="needs a `train` run"):
+        export_lib.export(ref["workdir"], tmp_path / "refused", vae=tmp_path / "finer")
+
+
 def test_training_starts_from_a_bundle(runs, tmp_path):
     """`init_from`: with a zero learning rate one step later the params are still the bundle's."""
     root, straight, _, _, _ = runs

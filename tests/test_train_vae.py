@@ -184,6 +184,27 @@ def test_cli_errors(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_frozen_encoder_keeps_the_latent_space_while_the_decoder_trains(run, tmp_path):
+    source, _, _ = run
+    config = _config(2)
+    config.init_from = str(source)
+    config.freeze_encoder = True
+    config.sample_every = 100  # no sample videos: not what this test is about
+    train_vae.train_and_evaluate(config, str(tmp_path))
+    _, before, _ = vae_lib.load_vae(source)
+    _, after, _ = vae_lib.load_vae(tmp_path)
+    for got, want in zip(
+        jax.tree.leaves(after["encoder"]), jax.tree.leaves(before["encoder"]), strict=True
+    ):
+        np.testing.assert_array_equal(got, want)
+    pairs = zip(jax.tree.leaves(after["decoder"]), jax.tree.leaves(before["decoder"]), strict=True)
+    assert any(np.any(got != want) for got, want in pairs)
+    config.freeze_encoder = False
+    config.total_steps = 3
+    with pytest.raises(checkpoints.CheckpointError, match="freeze_encoder"):
+        train_vae.train_and_evaluate(config, str(tmp_path))
+
+
 def test_adversarial_term_trains_the_discriminator_from_its_start_step(tmp_path):
     config = _config(3)
     config.loss.lpips = 0.0
