@@ -283,10 +283,11 @@ def main(argv):
             "cfg": sampling["cfg"],
             "cfg_interval": sampling["cfg_interval"],
             # The shift the sampler used: the flag's, or the run's at this clip's token count.
-            "shift": sampling["shift"]
-            or pipe.default_shift(
+            "shift": pipe.default_shift(
                 sampled_frames(pipe, job, given, frames), int(video.shape[1]), int(video.shape[2])
-            ),
+            )
+            if sampling["shift"] is None
+            else sampling["shift"],
             "sampler": sampling["sampler"],
             "checkpoint": str(pathlib.Path(_CHECKPOINT.value).resolve()),
             "step": pipe.step,
