@@ -11,7 +11,7 @@ not (no optimizer moments, no data position), plus both runs' metrics logs for t
     sora-jax export --checkpoint workdirs/vae_tiny --bundle checkpoints/vae_tiny --dtype float16
 
     sora-jax export --checkpoint workdirs/dit_tiny --bundle checkpoints/tiny \
-        --vae workdirs/vae_decoder
+        --vae workdirs/vae_dec
 
 `--vae` ships another VAE with the DiT: a decoder fine-tune of the run's own (`train-vae
 --config.init_from=... --config.freeze_encoder`), whose encoder must be the run's bit for bit.
@@ -55,6 +55,8 @@ def main(argv):
         raise cli.UserError("--checkpoint and --bundle are required")
     with cli.user_errors(checkpoints.CheckpointError, FileNotFoundError):
         if _is_captioner(_CHECKPOINT.value):
+            if _VAE.value:
+                raise cli.UserError("--vae: a captioner bundle holds no VAE")
             meta = captioner_lib.export(_CHECKPOINT.value, _BUNDLE.value, _STEP.value, _DTYPE.value)
             what = f"captioner step {meta['step']}"
         else:

@@ -27,7 +27,7 @@ def export(
     vae_source, vae_step = ref["workdir"], ref["step"]
     _, vae_params, vae_config = vae_lib.load_vae(vae_source, vae_step)
     if vae is not None:
-        vae_params, vae_config, vae_step = _same_encoder(vae, vae_params, vae_config)
+        vae_params, vae_config, vae_step = _same_encoder(vae, vae_params, vae_config, ref)
         vae_source = vae
     meta = {
         "dit_config": pipe.config.to_dict(),
@@ -47,10 +47,11 @@ def export(
     return bundle.write(out, meta, trees, dtype=np.dtype(dtype), files=files)
 
 
-def _same_encoder(source, trained_params, trained_config):
+def _same_encoder(source, trained_params, trained_config, ref: dict):
     """(params, config, step) of the newest VAE in `source`, if its encoder is the one the DiT
     was trained on; CheckpointError otherwise."""
-    _, params, config = vae_lib.load_vae(source)
+    step = vae_lib.latest_step(source)
+    _, params, config = vae_lib.load_vae(source, step)
     same = config.model.to_dict() == trained_config.model.to_dict() and all(
         np.array_equal(a, b)  # the same model config: the same tree
         for a, b in zip(
@@ -61,10 +62,11 @@ def _same_encoder(source, trained_params, trained_config):
     )
     if not same:
         raise checkpoints.CheckpointError(
-            f"the encoder in {source} is not the one the DiT was trained on; only a decoder "
-            "fine-tune of that VAE (train-vae --config.freeze_encoder) can replace it"
+            f"the encoder in {source} (step {step}) is not the one the DiT was trained on (step "
+            f"{ref['step']} of {ref['workdir']}); only a decoder fine-tune of that VAE "
+            "(train-vae --config.init_from=... --config.freeze_encoder) can replace it"
         )
-    return params, config, vae_lib.latest_step(source)
+    return params, config, step
 
 
 def _export_vae(checkpoint, out, step: int | None, dtype: str) -> dict:

@@ -58,6 +58,11 @@ def write_samples(workdir: pathlib.Path, step: int, model, params, clips) -> flo
 # Training loop.
 # ------------------------------------------------------------------------------------------------
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    if vae_lib.encoder_frozen(config) and not config.get("init_from"):
+        raise ValueError(
+            "--config.freeze_encoder trains a decoder for a trained encoder: give the VAE it "
+            "comes from with --config.init_from"
+        )
     workdir = pathlib.Path(workdir)
     model = vae_lib.make_model(config.model)
     mesh = train_loop.make_mesh(config)
@@ -96,7 +101,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         # The discriminator's params are part of the state only with the adversarial loss on.
         checks={
             "adversarial on/off": lambda c: vae_lib.adversarial_weight(c["loss"]) > 0,
-            "freeze_encoder": vae_lib.encoder_frozen,
+            "freeze_encoder on/off": vae_lib.encoder_frozen,
         },
     )
     if restored is not None:

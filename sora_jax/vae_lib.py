@@ -58,7 +58,8 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     """A `train-vae` run's optimizer (`train_lib.make_optimizer`), with the encoder's updates
     zeroed when `config.freeze_encoder`: decoder fine-tuning keeps the latent space (and every
     DiT trained on it) exactly as it was. A zeroing mask after the optimizer rather than
-    `optax.multi_transform`, whose masked states the sharding rules cannot map."""
+    `optax.multi_transform`, whose masked states the sharding rules cannot map; the price is
+    Adam moments kept (at zero) for the encoder."""
     optimizer = train_lib.make_optimizer(config.optimizer, config.total_steps)
     if not encoder_frozen(config):
         return optimizer
@@ -75,10 +76,9 @@ def encoder_frozen(config) -> bool:
 
 
 def _in_encoder(path) -> bool:
+    """Whether a params path is the encoder's: in the VAE's tree or under {"vae", "disc"}."""
     keys = [getattr(k, "key", None) for k in path]
-    if keys[:1] == ["vae"]:  # {"vae", "disc"} with the adversarial loss on
-        keys = keys[1:]
-    return keys[:1] == ["encoder"]
+    return keys[:1] == ["encoder"] or keys[:2] == ["vae", "encoder"]
 
 
 def to_unit_range(video_uint8):
@@ -103,11 +103,11 @@ def random_crop(video_BxTxHxWx3, rng, crop: tuple[int, int, int]):
 
 
 def make_loss_fn(
-    model: vae_model.VideoVAE, loss_config: ml_collections.ConfigDict, frozen_encoder=False
+    model: vae_model.VideoVAE, loss_config: ml_collections.ConfigDict, freeze_encoder=False
 ):
     """`loss_fn(params, batch, rng, step) -> (loss, metrics)` for `train_lib.make_train_step`.
 
-    `frozen_encoder` stops gradients at the encoder's params (see `make_optimizer`), so its
+    `freeze_encoder` stops gradients at the encoder's params (see `make_optimizer`), so its
     backward pass is never computed."""
     lpips = None
     if loss_config.lpips > 0:
@@ -119,7 +119,7 @@ def make_loss_fn(
         sample_rng, frame_rng, crop_rng = jax.random.split(rng, 3)
         video = to_unit_range(random_crop(batch["video"], crop_rng, loss_config.crop))
         vae_params = autoencoder_params(params)
-        if frozen_encoder:
+        if freeze_encoder:
             vae_params = {**vae_params, "encoder": jax.lax.stop_gradient(vae_params["encoder"])}
         recon, mean, logvar = model.apply({"params": vae_params}, video, sample_rng)
         l1 = jnp.mean(jnp.abs(recon - video))

@@ -200,9 +200,41 @@ def test_a_frozen_encoder_keeps_the_latent_space_while_the_decoder_trains(run, t
     pairs = zip(jax.tree.leaves(after["decoder"]), jax.tree.leaves(before["decoder"]), strict=True)
     assert any(np.any(got != want) for got, want in pairs)
     config.freeze_encoder = False
-    config.total_steps = 3
-    with pytest.raises(checkpoints.CheckpointError, match="freeze_encoder"):
+    with pytest.raises(checkpoints.CheckpointError, match="freeze_encoder on/off"):
         train_vae.train_and_evaluate(config, str(tmp_path))
+    config.freeze_encoder, config.init_from = True, ""
+    with pytest.raises(ValueError, match="give the VAE it comes from"):
+        train_vae.train_and_evaluate(config, str(tmp_path / "fresh"))
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_a_frozen_encoder_gets_no_gradient_and_no_update_even_with_weight_decay():
+    config = _config(10)
+    config.loss.update(lpips=0.0, crop=(5, 16, 16))
+    config.update(freeze_encoder=True)
+    config.optimizer.update(weight_decay=0.1, warmup_steps=1)
+    model = vae_lib.make_model(config.model, conv_impl="xla")  # compiles in a fraction of matmul's
+    video = jax.random.randint(jax.random.key(0), (2, 5, 16, 16, 3), 0, 256).astype(np.uint8)
+    params = vae_lib.init_params(model, config.loss, jax.random.key(1), video[:1] / 127.5 - 1)
+    params = jax.tree.map(np.asarray, vae_lib.nn.unbox(params))
+    loss_fn = vae_lib.make_loss_fn(model, config.loss, freeze_encoder=True)
+    grads = jax.jit(jax.grad(lambda p: loss_fn(p, {"video": video}, jax.random.key(2), 0)[0]))(
+        params
+    )
+    assert all(np.all(g == 0) for g in jax.tree.leaves(grads["encoder"]))
+    assert any(np.any(g != 0) for g in jax.tree.leaves(grads["decoder"]))
+
+    # The optimizer zeroes the encoder's updates whatever its gradient (weight decay included),
+    # in the VAE's tree and in the {"vae", "disc"} tree of the adversarial loss.
+    optimizer = vae_lib.make_optimizer(config)
+    for tree in (params, {"vae": params, "disc": {"w": np.ones(3, np.float32)}}):
+        state = optimizer.init(tree)
+        for _ in range(2):
+            updates, state = optimizer.update(jax.tree.map(np.ones_like, tree), state, tree)
+        moved = vae_lib.autoencoder_params(updates)
+        assert all(np.all(u == 0) for u in jax.tree.leaves(moved["encoder"]))
+        others = [moved["decoder"], updates.get("disc", {})]
+        assert all(np.all(u != 0) for u in jax.tree.leaves(others))
 
 
 def test_adversarial_term_trains_the_discriminator_from_its_start_step(tmp_path):
