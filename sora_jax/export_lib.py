@@ -25,7 +25,7 @@ def export(
     pipe = dit_lib.load_pipeline(checkpoint, step)
     ref = dit_lib.read_vae_ref(checkpoint)
     vae_source, vae_step = ref["workdir"], ref["step"]
-    _, vae_params, vae_config = vae_lib.load_vae(vae_source, vae_step)
+    vae_params, vae_config = pipe.vae_params, vae_lib.saved_config(vae_source, vae_step)
     if vae is not None:
         vae_params, vae_config, vae_step = _same_encoder(vae, vae_params, vae_config, ref)
         vae_source = vae

@@ -252,13 +252,21 @@ def _vae_meta(path) -> dict:
     return meta
 
 
-def _load_bundled(path, step: int | None):
-    meta = _vae_meta(path)
+def saved_config(workdir: str | pathlib.Path, step: int | None = None):
+    """The config of the newest (or given) checkpoint of a `train-vae` run, or of a bundle's VAE,
+    without reading any params."""
+    if not bundle.is_bundle(workdir):
+        return checkpoints.saved_config(workdir, step)
+    meta = _vae_meta(workdir)
     if step is not None and step != meta["vae_step"]:
         raise checkpoints.CheckpointError(
-            f"{path} holds the VAE of step {meta['vae_step']}, not step {step}"
+            f"{workdir} holds the VAE of step {meta['vae_step']}, not step {step}"
         )
-    config = ml_collections.ConfigDict(meta["vae_config"])
+    return ml_collections.ConfigDict(meta["vae_config"])
+
+
+def _load_bundled(path, step: int | None):
+    config = saved_config(path, step)
     model = make_model(config.model, conv_impl="xla")
     abstract = jax.eval_shape(lambda r: _init_like(model, config, r), jax.random.key(0))
     params = bundle.read_params(path, bundle.VAE, autoencoder_params(nn.unbox(abstract)))
