@@ -9,6 +9,7 @@ run's workdir pins the VAE checkpoint and those statistics), so the DiT sees ~un
 import dataclasses
 import functools
 import json
+import math
 import pathlib
 from typing import Any
 
@@ -705,8 +706,23 @@ def warm_start(state: DiTState, model: dit.DiT, source, shardings) -> DiTState:
     """`state` of `model` with params and EMA both set to the EMA params of a `train` run or a
     bundle, placed with `shardings` (`config.init_from`; the optimizer starts fresh)."""
     loaded = load_pipeline(source)
+    params = loaded.params
+    if loaded.model.patch_size != model.patch_size and _same_blocks(loaded.model, model):
+        try:
+            params = _finer_patches(params, loaded.model.patch_size, model.patch_size)
+        except ValueError as error:
+            raise checkpoints.CheckpointError(
+                f"{source}: {error}, so its patch embedding cannot be resized (a warm start "
+                f"may only refine patches; it was trained with "
+                f"--config.model.variant={loaded.config.model.variant})"
+            ) from None
+        logging.info(
+            "%s has %s patches: its patch embedding and output layer resized to %s",
+            source, "x".join(map(str, loaded.model.patch_size)),
+            "x".join(map(str, model.patch_size)),
+        )  # fmt: skip
     try:
-        vae_lib.check_same_shapes(state.params, loaded.params, source)
+        vae_lib.check_same_shapes(state.params, params, source)
     except checkpoints.CheckpointError as error:
         hint = " ".join(f"--config.model.{k}={v}" for k, v in _shape_fields(loaded, model).items())
         raise checkpoints.CheckpointError(f"{error}; it was trained with {hint}") from None
@@ -715,8 +731,29 @@ def warm_start(state: DiTState, model: dit.DiT, source, shardings) -> DiTState:
             "%s predicts %s and this model %s: its last layer's output changes meaning",
             source, loaded.model.prediction, model.prediction,
         )  # fmt: skip
-    params = jax.device_put(loaded.params, shardings)
+    params = jax.device_put(params, shardings)
     return state.replace(params=params, ema=jax.tree.map(jnp.copy, params))  # no shared buffers
+
+
+def _same_blocks(a: dit.DiT, b: dit.DiT) -> bool:
+    """Whether two DiTs have the same transformer blocks (their patch sizes may differ)."""
+    return all(getattr(a, key) == getattr(b, key) for key in ("width", "depth", "num_heads"))
+
+
+def _finer_patches(params, old, new):
+    """`params` with the patch embedding and output layer resized from patch `old` to a finer
+    `new` (`patching.finer_patch_weights`; ValueError unless `new` divides `old`)."""
+    net = params["dit"]
+    embed, final = net["patch_embed"], net["final"]
+    channels = embed["kernel"].shape[0] // math.prod(old)
+    kernel, out_kernel, out_bias = patching.finer_patch_weights(
+        embed["kernel"], final["kernel"], final["bias"], old, new, channels
+    )
+    resized = {
+        "patch_embed": {**embed, "kernel": kernel},
+        "final": {"kernel": out_kernel, "bias": out_bias},
+    }
+    return {**params, "dit": {**net, **resized}}
 
 
 def _shape_fields(loaded: "Pipeline", model: dit.DiT) -> dict:

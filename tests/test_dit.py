@@ -170,6 +170,43 @@ def test_modes_run_and_scanned_equals_unscanned(fields):
     np.testing.assert_allclose(_apply(unscanned, per_layer, inp), out, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "old, new, prediction",
+    [((1, 4, 4), (1, 2, 2), "data"), ((2, 2, 2), (1, 2, 1), "velocity")],
+)
+def test_finer_patches_equal_the_old_model_on_the_upsampled_latent(old, new, prediction):
+    """A warm start at a finer patch (`dit_lib.warm_start`) begins as the old model would run on
+    the latent upsampled by old / new, its output average-pooled back."""
+    b, t, h, w, c = 2, 2, 4, 4, 3
+    latent = jax.random.normal(jax.random.key(3), (b, t, h, w, c))
+    factors = tuple(o // n for o, n in zip(old, new, strict=True))
+    up = latent
+    for axis, f in zip((1, 2, 3), factors, strict=True):
+        up = jnp.repeat(up, f, axis=axis)
+    inp = _inputs()
+    inp["x"] = patching.patchify(up, old)
+    inp["grid"] = patching.grid_shape(up.shape, old)
+    assert patching.grid_shape(latent.shape, new) == inp["grid"]  # the same token grid
+    n = inp["x"].shape[1]
+    inp["t"] = jax.random.uniform(jax.random.key(4), (b, n), minval=0.1)
+    inp["coords"] = patching.grid_coords(inp["grid"], b)
+    coarse = dit.dit_from_variant(f"micro/{'x'.join(map(str, old))}", prediction=prediction)
+    params = _init(coarse, inp)
+    v_up = patching.unpatchify(_apply(coarse, params, inp), inp["grid"], old)
+    pooled = v_up.reshape(
+        b, t, factors[0], h, factors[1], w, factors[2], c
+    ).mean(axis=(2, 4, 6))  # fmt: skip
+
+    fine = dit.dit_from_variant(f"micro/{'x'.join(map(str, new))}", prediction=prediction)
+    resized = dit_lib._finer_patches({"dit": params}, old, new)["dit"]
+    inp["x"] = patching.patchify(latent, new)
+    v = patching.unpatchify(_apply(fine, resized, inp), inp["grid"], new)
+    np.testing.assert_allclose(v, pooled, rtol=1e-4, atol=1e-5)
+    assert float(jnp.abs(v).max()) > 0.1
+    with pytest.raises(ValueError, match="does not divide"):
+        dit_lib._finer_patches({"dit": params}, old, (1, 3, 1))
+
+
 def test_each_token_has_its_own_timestep():
     inp = _inputs()
     model = dit.dit_from_variant("micro/1x2x2")

@@ -498,8 +498,20 @@ def test_training_starts_from_a_bundle(runs, tmp_path):
     assert (shipped / vae_log).is_file()
     assert (tmp_path / "again" / vae_log).read_bytes() == (shipped / vae_log).read_bytes()
 
-    # Params of another shape are refused, naming the config fields the source was trained with.
+    # A finer patch starts from the bundle's params with the patch layers resized (test_dit has
+    # the equivalence); a coarser patch or other blocks are refused, naming the source's fields.
     variant, config.model.variant = config.model.variant, "micro/1x1x1"
+    train.train_and_evaluate(config, str(tmp_path / "finer"))
+    resized = dit_lib._finer_patches(run.params, (1, 2, 2), (1, 1, 1))
+    started = dit_lib.load_pipeline(tmp_path / "finer").params
+    for x, y in zip(jax.tree.leaves(started), jax.tree.leaves(resized), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
+    config.model.variant = "micro/1x4x4"
+    with pytest.raises(
+        checkpoints.CheckpointError, match=f"cannot be resized.*variant={variant}.$"
+    ):
+        train.train_and_evaluate(config, str(tmp_path / "coarser"))
+    config.model.variant = "tiny/1x2x2"
     with pytest.raises(checkpoints.CheckpointError, match=f"do not fit.*variant={variant}$"):
         train.train_and_evaluate(config, str(tmp_path / "other"))
     config.model.variant, config.model.pooled_text = variant, True

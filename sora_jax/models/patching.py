@@ -72,3 +72,40 @@ def frame_mask_to_tokens(mask_BxT, grid: tuple[int, int, int], patch: tuple[int,
     gt, gh, gw = grid
     per_patch = mask_BxT[:, :: patch[0]][:, :gt]
     return jnp.broadcast_to(per_patch[:, :, None], (b, gt, gh * gw)).reshape(b, gt * gh * gw)
+
+
+def finer_patch_weights(embed_PxD, out_DxP, out_P, old, new, channels: int):
+    """A DiT's patch-embedding kernel and output layer for a finer patch `new` from its `old` ones.
+
+    Each axis of `new` must divide `old`'s. The resized layers make a model on a latent equal,
+    exactly, to the old model on that latent upsampled (nearest) by old / new, with its output
+    average-pooled back: a `new` patch upsampled is an `old` patch, so the embedding sums the
+    old kernel's rows over each upsampled cell (the pseudo-inverse resize of FlexiViT, Beyer et
+    al. 2023, for nearest upsampling), and the output layer averages its columns the same way.
+    The blocks see the same tokens at the same grid coordinates as the old model on the
+    upsampled latent, so a run warm-started this way begins as the old model at a larger size.
+
+    Args:
+      embed_PxD: patch embedding kernel [prod(old) * channels, D].
+      out_DxP, out_P: output layer kernel [D, prod(old) * channels] and bias.
+      old, new: (pt, ph, pw) patch sizes.
+      channels: latent channels.
+
+    Returns:
+      (embed kernel, output kernel, output bias) for `new`.
+    """
+    if any(o % n for o, n in zip(old, new, strict=True)):
+        raise ValueError(f"patch {tuple(new)} does not divide patch {tuple(old)} on every axis")
+    factors = tuple(o // n for o, n in zip(old, new, strict=True))
+    cells = [s for n, f in zip(new, factors, strict=True) for s in (n, f)]  # i = a * f + r
+
+    def pool(rows_PxD, reduce):
+        d = rows_PxD.shape[1]
+        pooled = reduce(rows_PxD.reshape(*cells, channels, d), axis=(1, 3, 5))
+        return pooled.reshape(-1, d)
+
+    return (
+        pool(embed_PxD, jnp.sum),
+        pool(out_DxP.T, jnp.mean).T,
+        pool(out_P[:, None], jnp.mean)[:, 0],
+    )
