@@ -9,7 +9,6 @@ run's workdir pins the VAE checkpoint and those statistics), so the DiT sees ~un
 import dataclasses
 import functools
 import json
-import math
 import pathlib
 from typing import Any
 
@@ -704,10 +703,13 @@ def abstract_parts(config, text, depth):
 
 def warm_start(state: DiTState, model: dit.DiT, source, shardings) -> DiTState:
     """`state` of `model` with params and EMA both set to the EMA params of a `train` run or a
-    bundle, placed with `shardings` (`config.init_from`; the optimizer starts fresh)."""
+    bundle, placed with `shardings` (`config.init_from`; the optimizer starts fresh). A source
+    with the same blocks and a coarser patch that `model`'s divides has its patch layers resized
+    (`patching.finer_patch_weights`)."""
     loaded = load_pipeline(source)
     params = loaded.params
-    if loaded.model.patch_size != model.patch_size and _same_blocks(loaded.model, model):
+    resized = loaded.model.patch_size != model.patch_size and _same_blocks(loaded.model, model)
+    if resized:
         try:
             params = _finer_patches(params, loaded.model.patch_size, model.patch_size)
         except ValueError as error:
@@ -724,7 +726,8 @@ def warm_start(state: DiTState, model: dit.DiT, source, shardings) -> DiTState:
     try:
         vae_lib.check_same_shapes(state.params, params, source)
     except checkpoints.CheckpointError as error:
-        hint = " ".join(f"--config.model.{k}={v}" for k, v in _shape_fields(loaded, model).items())
+        fields = _shape_fields(loaded, model, patch_resized=resized)
+        hint = " ".join(f"--config.model.{k}={v}" for k, v in fields.items())
         raise checkpoints.CheckpointError(f"{error}; it was trained with {hint}") from None
     if loaded.model.prediction != model.prediction:
         logging.warning(
@@ -745,28 +748,26 @@ def _finer_patches(params, old, new):
     `new` (`patching.finer_patch_weights`; ValueError unless `new` divides `old`)."""
     net = params["dit"]
     embed, final = net["patch_embed"], net["final"]
-    channels = embed["kernel"].shape[0] // math.prod(old)
     kernel, out_kernel, out_bias = patching.finer_patch_weights(
-        embed["kernel"], final["kernel"], final["bias"], old, new, channels
+        embed["kernel"], final["kernel"], final["bias"], old, new
     )
     resized = {
         "patch_embed": {**embed, "kernel": kernel},
-        "final": {"kernel": out_kernel, "bias": out_bias},
+        "final": {**final, "kernel": out_kernel, "bias": out_bias},
     }
     return {**params, "dit": {**net, **resized}}
 
 
-def _shape_fields(loaded: "Pipeline", model: dit.DiT) -> dict:
-    """The `config.model` fields that set param shapes in which `loaded` differs from `model`."""
+def _shape_fields(loaded: "Pipeline", model: dit.DiT, patch_resized: bool = False) -> dict:
+    """The `config.model` fields that set param shapes in which `loaded` differs from `model`
+    (the patch size not, once `warm_start` has resized the patch layers)."""
     differ = {
         key: loaded.config.model.get(key)
         for key in ("mlp_ratio", "activation", "text_mode", "pooled_text")
         if getattr(loaded.model, key) != getattr(model, key)
     }
-    if any(
-        getattr(loaded.model, key) != getattr(model, key)
-        for key in ("width", "depth", "num_heads", "patch_size")
-    ):
+    variant_keys = ("width", "depth", "num_heads") + (() if patch_resized else ("patch_size",))
+    if any(getattr(loaded.model, key) != getattr(model, key) for key in variant_keys):
         differ["variant"] = loaded.config.model.variant
     return differ
 

@@ -3,6 +3,7 @@ resume, logs, samples, the sidecar, bad input; and a tiny overfit of the flow lo
 
 import html
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -502,18 +503,23 @@ def test_training_starts_from_a_bundle(runs, tmp_path):
     # the equivalence); a coarser patch or other blocks are refused, naming the source's fields.
     variant, config.model.variant = config.model.variant, "micro/1x1x1"
     train.train_and_evaluate(config, str(tmp_path / "finer"))
-    resized = dit_lib._finer_patches(run.params, (1, 2, 2), (1, 1, 1))
+    resized = dit_lib._finer_patches(run.params, run.model.patch_size, (1, 1, 1))
     started = dit_lib.load_pipeline(tmp_path / "finer").params
     for x, y in zip(jax.tree.leaves(started), jax.tree.leaves(resized), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
-    config.model.variant = "micro/1x4x4"
-    with pytest.raises(
-        checkpoints.CheckpointError, match=f"cannot be resized.*variant={variant}.$"
-    ):
-        train.train_and_evaluate(config, str(tmp_path / "coarser"))
-    config.model.variant = "tiny/1x2x2"
-    with pytest.raises(checkpoints.CheckpointError, match=f"do not fit.*variant={variant}$"):
-        train.train_and_evaluate(config, str(tmp_path / "other"))
-    config.model.variant, config.model.pooled_text = variant, True
+    refusals = {
+        "micro/1x4x4": "cannot be resized.*" + re.escape(f"variant={variant})") + "$",
+        "tiny/1x2x2": f"do not fit.*variant={variant}$",
+        "tiny/1x1x1": f"do not fit.*variant={variant}$",
+    }
+    for other, refusal in refusals.items():
+        config.model.variant = other
+        with pytest.raises(checkpoints.CheckpointError, match=refusal):
+            train.train_and_evaluate(config, str(tmp_path / other.replace("/", "_")))
+    # Resized patches with another field: the hint names that field, not the variant.
+    config.model.variant, config.model.pooled_text = "micro/1x1x1", True
+    with pytest.raises(checkpoints.CheckpointError, match="with --config.model.pooled_text=False$"):
+        train.train_and_evaluate(config, str(tmp_path / "pooled"))
+    config.model.variant = variant
     with pytest.raises(checkpoints.CheckpointError, match="with --config.model.pooled_text=False$"):
         train.train_and_evaluate(config, str(tmp_path / "pooled"))

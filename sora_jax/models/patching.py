@@ -74,28 +74,36 @@ def frame_mask_to_tokens(mask_BxT, grid: tuple[int, int, int], patch: tuple[int,
     return jnp.broadcast_to(per_patch[:, :, None], (b, gt, gh * gw)).reshape(b, gt * gh * gw)
 
 
-def finer_patch_weights(embed_PxD, out_DxP, out_P, old, new, channels: int):
+def finer_patch_weights(embed_PxD, out_DxP, out_P, old, new):
     """A DiT's patch-embedding kernel and output layer for a finer patch `new` from its `old` ones.
 
     Each axis of `new` must divide `old`'s. The resized layers make a model on a latent equal,
     exactly, to the old model on that latent upsampled (nearest) by old / new, with its output
     average-pooled back: a `new` patch upsampled is an `old` patch, so the embedding sums the
-    old kernel's rows over each upsampled cell (the pseudo-inverse resize of FlexiViT, Beyer et
-    al. 2023, for nearest upsampling), and the output layer averages its columns the same way.
-    The blocks see the same tokens at the same grid coordinates as the old model on the
-    upsampled latent, so a run warm-started this way begins as the old model at a larger size.
+    old kernel's rows over each upsampled cell (the adjoint of nearest upsampling, as in
+    FlexiViT's pseudo-inverse resize, Beyer et al. 2023), and the output layer averages its
+    columns the same way. The blocks see the same tokens at the same grid coordinates as the
+    old model on the upsampled latent, so a run warm-started this way begins as the old model
+    on a latent upsampled by old / new.
 
     Args:
       embed_PxD: patch embedding kernel [prod(old) * channels, D].
       out_DxP, out_P: output layer kernel [D, prod(old) * channels] and bias.
-      old, new: (pt, ph, pw) patch sizes.
-      channels: latent channels.
+      old, new: (pt, ph, pw) patch sizes: the source's and the one wanted.
 
     Returns:
       (embed kernel, output kernel, output bias) for `new`.
     """
     if any(o % n for o, n in zip(old, new, strict=True)):
-        raise ValueError(f"patch {tuple(new)} does not divide patch {tuple(old)} on every axis")
+        raise ValueError(
+            f"the patch wanted, {tuple(new)}, does not divide the source's, {tuple(old)}, on "
+            "every axis"
+        )
+    channels, rest = divmod(embed_PxD.shape[0], old[0] * old[1] * old[2])
+    if rest or out_DxP.shape[1] != embed_PxD.shape[0]:
+        raise ValueError(
+            f"patch layers {embed_PxD.shape} / {out_DxP.shape} are not those of patch {old}"
+        )
     factors = tuple(o // n for o, n in zip(old, new, strict=True))
     cells = [s for n, f in zip(new, factors, strict=True) for s in (n, f)]  # i = a * f + r
 
