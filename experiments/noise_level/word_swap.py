@@ -13,6 +13,7 @@ caption does at that t the one word does). A word the model ignores moves nothin
 """
 
 import argparse
+import json
 import re
 
 import jax
@@ -20,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from sora_jax import dit_lib, probe_eval, vae_lib
-from sora_jax.data.shapes_world import vocab
+from sora_jax.data.shapes_world import render, scenes, vocab
+from sora_jax.data.shapes_world.world import ShapesWorldSource
 
 TS = (0.3, 0.5, 0.7, 0.85, 0.95, 1.0)
 
@@ -44,6 +46,42 @@ def swap_word(caption: str, table: dict[str, str]) -> str | None:
     if match is None:
         return None
     return caption[: match.start()] + table[match[1]] + caption[match.end() :]
+
+
+def rendered_changes(pipe, data, num: int, variance: float) -> dict[str, float]:
+    """The calibration: for one-object clips, the mean squared change of the normalised latent
+    when the clip itself is rendered with the colour, shape or size swapped, over `variance`
+    (what the swapped word changes in the video itself, not in a model's estimate)."""
+    source = ShapesWorldSource(
+        num_clips=data.num_clips + num, split="train", seed=data.world_seed, sizes=((17, 64, 64),)
+    )
+    originals, swapped = [], {name: [] for name in ("colour", "shape", "size")}
+    for index in range(data.num_clips, data.num_clips + num):
+        labels = json.loads(source[index]["labels"])
+        if len(labels["shots"]) != 1 or len(labels["shots"][0]["objects"]) != 1:
+            continue
+        obj = labels["shots"][0]["objects"][0]
+        size = SWAPS["size"][obj["size"]]
+        changes = {
+            "colour": {"color": SWAPS["colour"][obj["color"]]},
+            "shape": {"shape": SWAPS["shape"][obj["shape"]]},
+            "size": {"size": size, "extent": scenes.extent_px(size, 64, 64)},
+        }
+        originals.append(render.render_clip(labels, 17, 64, 64))
+        for name, change in changes.items():
+            shot = {**labels["shots"][0], "objects": [{**obj, **change}]}
+            swapped[name].append(render.render_clip({**labels, "shots": [shot]}, 17, 64, 64))
+
+    def latents(videos):
+        encoded = vae_lib.encode(pipe.vae, pipe.vae_params, np.stack(videos))
+        return dit_lib.normalize(encoded, pipe.stats)
+
+    base = latents(originals)
+    print(f"(calibration on the {len(originals)} one-object clips among them)")
+    return {
+        name: float(jnp.mean((latents(videos) - base) ** 2)) / variance
+        for name, videos in swapped.items()
+    }
 
 
 def x0_estimates(pipe, x_t, t, coords, grid, captions, drop) -> jnp.ndarray:
@@ -98,6 +136,10 @@ def main() -> None:
         print(f"| {t} | {float(null_change.mean()) / variance:.4f} | "
               + " | ".join(f"{x:.4f}" for x in by_variance) + " | "
               + " | ".join(f"{x:.2f}" for x in by_null) + " |")  # fmt: skip
+    calibration = rendered_changes(pipe, data, args.clips, variance)
+    print("\nthe clip rendered with the word swapped, latent change / variance: " + ", ".join(
+        f"{name} {change:.4f}" for name, change in calibration.items()
+    ))  # fmt: skip
 
 
 if __name__ == "__main__":
