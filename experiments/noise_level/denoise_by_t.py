@@ -30,6 +30,16 @@ STRENGTHS = (0.3, 0.5, 0.7, 0.85, 0.93, 1.0)
 BATCH = 16
 
 
+def x0_estimate(pipe, x_t, t, coords, grid, text_in, mask, drop_text=False) -> jnp.ndarray:
+    """The DiT's clean-data estimate x_t - t v at one t for every token (conditional, or with
+    `drop_text` the null text's)."""
+    v = pipe.model.apply(
+        {"params": pipe.params["dit"]}, x_t, jnp.full(x_t.shape[:2], t), coords, text_in, mask,
+        drop_text_B=jnp.full(x_t.shape[0], drop_text), grid=grid,
+    )  # fmt: skip
+    return x_t - t * v
+
+
 def one_step_errors(pipe, latent, captions, ts=ONE_STEP_TS) -> list[tuple[float, float, float]]:
     """(t, the DiT's relative x0 error, the best linear estimate's) at each t, from the clips'
     VAE latents."""
@@ -43,12 +53,8 @@ def one_step_errors(pipe, latent, captions, ts=ONE_STEP_TS) -> list[tuple[float,
     rows = []
     for t in ts:
         x_t = (1.0 - t) * x0 + t * eps
-        v = pipe.model.apply(
-            {"params": pipe.params["dit"]}, x_t, jnp.full(x0.shape[:2], t), coords,
-            text_in, mask,
-            drop_text_B=jnp.zeros(len(captions), bool), grid=grid,
-        )  # fmt: skip
-        error = float(jnp.mean((x_t - t * v - x0) ** 2)) / variance
+        error = float(jnp.mean((x0_estimate(pipe, x_t, t, coords, grid, text_in, mask) - x0) ** 2))
+        error /= variance
         # For unit-variance x0 and eps, a = (1-t) / ((1-t)^2 + t^2) minimises E|a x_t - x0|^2.
         a = (1.0 - t) / ((1.0 - t) ** 2 + t**2)
         linear = float(jnp.mean((a * x_t - x0) ** 2)) / variance

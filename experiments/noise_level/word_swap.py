@@ -19,6 +19,7 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
+from denoise_by_t import x0_estimate  # this script's sibling
 
 from sora_jax import dit_lib, probe_eval, vae_lib
 from sora_jax.data.shapes_world import render, scenes, vocab
@@ -57,7 +58,8 @@ def rendered_changes(pipe, data, num: int, variance: float) -> dict[str, float]:
     )
     originals, swapped = [], {name: [] for name in ("colour", "shape", "size")}
     for index in range(data.num_clips, data.num_clips + num):
-        labels = json.loads(source[index]["labels"])
+        clip = source[index]
+        labels = json.loads(clip["labels"])
         if len(labels["shots"]) != 1 or len(labels["shots"][0]["objects"]) != 1:
             continue
         obj = labels["shots"][0]["objects"][0]
@@ -67,7 +69,7 @@ def rendered_changes(pipe, data, num: int, variance: float) -> dict[str, float]:
             "shape": {"shape": SWAPS["shape"][obj["shape"]]},
             "size": {"size": size, "extent": scenes.extent_px(size, 64, 64)},
         }
-        originals.append(render.render_clip(labels, 17, 64, 64))
+        originals.append(clip["video"])
         for name, change in changes.items():
             shot = {**labels["shots"][0], "objects": [{**obj, **change}]}
             swapped[name].append(render.render_clip({**labels, "shots": [shot]}, 17, 64, 64))
@@ -82,15 +84,6 @@ def rendered_changes(pipe, data, num: int, variance: float) -> dict[str, float]:
         name: float(jnp.mean((latents(videos) - base) ** 2)) / variance
         for name, videos in swapped.items()
     }
-
-
-def x0_estimates(pipe, x_t, t, coords, grid, captions, drop) -> jnp.ndarray:
-    text_in, mask = dit_lib.text_states(pipe.params, pipe.text_batch(captions), pipe.text)
-    v = pipe.model.apply(
-        {"params": pipe.params["dit"]}, x_t, jnp.full(x_t.shape[:2], t), coords, text_in, mask,
-        drop_text_B=jnp.full(len(captions), drop), grid=grid,
-    )  # fmt: skip
-    return x_t - t * v
 
 
 def main() -> None:
@@ -118,19 +111,25 @@ def main() -> None:
     print("| t | null text / variance | " + " | ".join(f"{n} / variance" for n in names)
           + " | " + " | ".join(f"{n} / null" for n in names) + " |")  # fmt: skip
     print("|---" * (2 + 2 * len(names)) + "|")
+
+    def states(texts):
+        return dit_lib.text_states(pipe.params, pipe.text_batch(texts), pipe.text)
+
+    own_text = states(captions)
+    swapped_text = {
+        name: states([s if s is not None else c for s, c in zip(swaps, captions, strict=True)])
+        for name, swaps in swapped.items()
+    }
     for t in TS:
         x_t = (1.0 - t) * x0 + t * eps
-        own = x0_estimates(pipe, x_t, t, coords, grid, captions, False)
-        null = x0_estimates(pipe, x_t, t, coords, grid, captions, True)
+        own = x0_estimate(pipe, x_t, t, coords, grid, *own_text)
+        null = x0_estimate(pipe, x_t, t, coords, grid, *own_text, drop_text=True)
         null_change = jnp.mean((null - own) ** 2, axis=(1, 2))
         by_variance, by_null = [], []
         for name in names:
             keep = np.asarray([s is not None for s in swapped[name]])
-            texts = [
-                s if s is not None else c for s, c in zip(swapped[name], captions, strict=True)
-            ]
-            change = jnp.mean((x0_estimates(pipe, x_t, t, coords, grid, texts, False) - own) ** 2,
-                              axis=(1, 2))  # fmt: skip
+            estimate = x0_estimate(pipe, x_t, t, coords, grid, *swapped_text[name])
+            change = jnp.mean((estimate - own) ** 2, axis=(1, 2))
             by_variance.append(float(change[keep].mean()) / variance)
             by_null.append(float(change[keep].mean() / null_change[keep].mean()))
         print(f"| {t} | {float(null_change.mean()) / variance:.4f} | "
