@@ -4,9 +4,10 @@
 
 An experiment is a directory with `sweep.py` (big_vision's sweep style): `BASE` (a config
 string for `sora-jax train`), `COMMON` (config overrides every arm shares), `EVAL` (arguments
-of `sora-jax eval`), `get_sweep()`, one dict of overrides an arm with a "name" ("{root}" in a
-value is ROOT; "extra_evals": {name: more eval arguments} evaluates the arm again), and
-optionally `prepare(root)`, run first (data the arms train on). Each arm
+of `sora-jax eval`), `get_sweep()`, one dict of overrides an arm with a "name"
+("extra_evals": {name: more eval arguments} evaluates the arm again; "{root}" in an override,
+an EVAL or an extra eval argument is ROOT), and optionally `prepare(root)`, run first (data the
+arms train on, or files the evaluations read). Each arm
 trains in ROOT/<name> with the project's own command (resuming when it was interrupted) and is
 evaluated into ROOT/eval_<name> (skipped when its report exists); ROOT/compare.html sets the
 arms side by side, and <experiment>/RESULTS.md gets a table of each arm's held-out adherence,
@@ -43,10 +44,14 @@ def load_sweep(experiment: pathlib.Path):
 _NOT_OVERRIDES = ("name", "extra_evals")
 
 
+def _with_root(value: str, root: pathlib.Path) -> str:
+    return value.replace("{root}", str(root))  # not str.format: other braces stay as they are
+
+
 def overrides_of(arm: dict, root: pathlib.Path) -> dict:
     """The arm's config overrides, "{root}" in a value replaced by the experiment's root."""
     return {
-        k: v.format(root=root) if isinstance(v, str) else v
+        k: _with_root(v, root) if isinstance(v, str) else v
         for k, v in arm.items()
         if k not in _NOT_OVERRIDES
     }
@@ -72,7 +77,7 @@ def train_command(sweep, arm: dict, root: pathlib.Path) -> list[str]:
 def eval_command(arm: dict, root: pathlib.Path, name: str, args: list[str]) -> list[str]:
     return [
         sys.executable, "-m", "sora_jax.evaluate", f"--checkpoint={root / arm['name']}",
-        f"--out_dir={root / ('eval_' + name)}", *args,
+        f"--out_dir={root / ('eval_' + name)}", *(_with_root(a, root) for a in args),
     ]  # fmt: skip
 
 
@@ -117,7 +122,7 @@ def results_table(sweep, root: pathlib.Path) -> str:
     for arm, name, args in eval_runs(sweep):
         report, train = reports[name], training[arm["name"]]
         overrides = ", ".join(f"`{k}={v}`" for k, v in overrides_of(arm, root).items())
-        overrides += "".join(f", eval `{a}`" for a in args if a not in sweep.EVAL)
+        overrides += "".join(f", eval `{_with_root(a, root)}`" for a in args if a not in sweep.EVAL)
         cells = [name, overrides, f"{train['params']:,}", f"{train['sec_per_step']:.2f}"]
         cells.append(f"{train['final_loss']:.3f}")
         cells += [f"{report['t2v'][s]['adherence']:.1%}" for s in sets]

@@ -10,6 +10,8 @@ triangle -> circle, small <-> large, left <-> right and up <-> down), and with t
 (classifier-free guidance's unconditional branch). Printed: the mean squared change relative to
 the latent's variance, and as a share of the null text's change (how much of what the whole
 caption does at that t the one word does). A word the model ignores moves nothing at any t.
+Last, how far each swap moves the text encoder's own output, which the DiT reads: a word the
+encoder barely separates cannot steer the DiT however it is trained.
 """
 
 import argparse
@@ -86,6 +88,29 @@ def rendered_changes(pipe, data, num: int, variance: float) -> dict[str, float]:
     }
 
 
+def text_changes(own_text, swapped_text, swapped) -> dict[str, tuple[float, float, int]]:
+    """{word: (1 - cosine of the caption's mean text state, own vs swapped; the relative squared
+    change of the most-changed token state, over captions whose swap keeps the token count;
+    that count)}: how far the text encoder separates the swapped word, before any DiT."""
+
+    def pooled(states, mask):
+        return np.sum(states * mask[..., None], 1) / np.sum(mask, 1, keepdims=True)
+
+    own, own_mask = (np.asarray(x) for x in own_text)
+    own_pooled = pooled(own, own_mask)
+    changes = {}
+    for name, swaps in swapped.items():
+        states, mask = (np.asarray(x) for x in swapped_text[name])
+        keep = np.asarray([s is not None for s in swaps])
+        a, b = own_pooled[keep], pooled(states, mask)[keep]
+        cosine = np.sum(a * b, -1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+        same = keep & np.all(mask == own_mask, -1)
+        relative = np.sum((states - own) ** 2, -1) / np.maximum(np.sum(own**2, -1), 1e-12)
+        most = np.max(np.where(own_mask > 0, relative, 0.0), -1)[same]
+        changes[name] = (float(1.0 - cosine.mean()), float(most.mean()), int(same.sum()))
+    return changes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")
@@ -139,6 +164,12 @@ def main() -> None:
     print("\nthe clip rendered with the word swapped, latent change / variance: " + ", ".join(
         f"{name} {change:.4f}" for name, change in calibration.items()
     ))  # fmt: skip
+    print("\n| text encoder | " + " | ".join(names) + " |\n" + "|---" * (1 + len(names)) + "|")
+    changes = text_changes(own_text, swapped_text, swapped)
+    print("| mean state, 1 - cosine | " + " | ".join(
+        f"{changes[n][0]:.4f}" for n in names) + " |")  # fmt: skip
+    print("| most-changed token, relative squared change | " + " | ".join(
+        f"{changes[n][1]:.3f} ({changes[n][2]} captions)" for n in names) + " |")  # fmt: skip
 
 
 if __name__ == "__main__":
