@@ -11,7 +11,7 @@ triangle -> circle, small <-> large, left <-> right and up <-> down), and with t
 the latent's variance, and as a share of the null text's change (how much of what the whole
 caption does at that t the one word does). A word the model ignores moves nothing at any t.
 Last, how far each swap moves the text encoder's own output, which the DiT reads: a word the
-encoder barely separates cannot steer the DiT however it is trained.
+encoder barely separates gives the DiT little to steer by.
 """
 
 import argparse

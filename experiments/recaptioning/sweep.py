@@ -3,9 +3,10 @@
 Sora (after DALL-E 3) trains on highly descriptive captions written by a video captioner, and
 expands the user's short prompt into that style at sampling time. Here both arms train the tiny
 DiT from scratch on the same 2,048 Shapes World train clips, saved as a folder of GIFs (the
-`video_folder` source, as a user's own videos would be), with the shipped DiT's recipe (data
-prediction, the pooled caption, timesteps towards noise; checkpoints/tiny/MODEL_CARD.md) and the
-same seed, batch, schedule and steps; only the captions differ:
+`video_folder` source, as a user's own videos would be), with the shipped DiT's model and
+timestep settings (data prediction, the pooled caption, timesteps towards noise;
+checkpoints/tiny/MODEL_CARD.md) on fixed 17x64x64 clips, and the same seed, batch, schedule and
+steps; only the captions differ:
 
 - `short`: the clips' canonical short captions;
 - `recaptioned`: captions written by the trained captioner (`sora-jax caption`, greedy) from
