@@ -522,4 +522,4 @@ def test_training_starts_from_a_bundle(runs, tmp_path):
         train.train_and_evaluate(config, str(tmp_path / "pooled"))
     config.model.variant = variant
     with pytest.raises(checkpoints.CheckpointError, match="with --config.model.pooled_text=False$"):
-        train.train_and_evaluate(config, str(tmp_path / "pooled"))
+        train.train_and_evaluate(config, str(tmp_path / "pooled_same_patch"))

@@ -26,6 +26,7 @@ from denoise_by_t import x0_estimate  # this script's sibling
 from sora_jax import dit_lib, probe_eval, vae_lib
 from sora_jax.data.shapes_world import render, scenes, vocab
 from sora_jax.data.shapes_world.world import ShapesWorldSource
+from sora_jax.models import dit
 
 TS = (0.3, 0.5, 0.7, 0.85, 0.95, 1.0)
 
@@ -93,8 +94,8 @@ def text_changes(own_text, swapped_text, swapped) -> dict[str, tuple[float, floa
     change of the most-changed token state, over captions whose swap keeps the token count;
     that count)}: how far the text encoder separates the swapped word, before any DiT."""
 
-    def pooled(states, mask):
-        return np.sum(states * mask[..., None], 1) / np.sum(mask, 1, keepdims=True)
+    def pooled(states, mask):  # what `model.pooled_text` feeds adaLN
+        return np.asarray(dit.pool_text(states, mask)[:, 0])
 
     own, own_mask = (np.asarray(x) for x in own_text)
     own_pooled = pooled(own, own_mask)
