@@ -708,8 +708,7 @@ def warm_start(state: DiTState, model: dit.DiT, source, shardings) -> DiTState:
     (`patching.finer_patch_weights`)."""
     loaded = load_pipeline(source)
     params = loaded.params
-    resized = loaded.model.patch_size != model.patch_size and _same_blocks(loaded.model, model)
-    if resized:
+    if loaded.model.patch_size != model.patch_size and _same_blocks(loaded.model, model):
         try:
             params = _finer_patches(params, loaded.model.patch_size, model.patch_size)
         except ValueError as error:
@@ -726,8 +725,7 @@ def warm_start(state: DiTState, model: dit.DiT, source, shardings) -> DiTState:
     try:
         vae_lib.check_same_shapes(state.params, params, source)
     except checkpoints.CheckpointError as error:
-        fields = _shape_fields(loaded, model, patch_resized=resized)
-        hint = " ".join(f"--config.model.{k}={v}" for k, v in fields.items())
+        hint = " ".join(f"--config.model.{k}={v}" for k, v in _shape_fields(loaded, model).items())
         raise checkpoints.CheckpointError(f"{error}; it was trained with {hint}") from None
     if loaded.model.prediction != model.prediction:
         logging.warning(
@@ -758,16 +756,16 @@ def _finer_patches(params, old, new):
     return {**params, "dit": {**net, **resized}}
 
 
-def _shape_fields(loaded: "Pipeline", model: dit.DiT, patch_resized: bool = False) -> dict:
+def _shape_fields(loaded: "Pipeline", model: dit.DiT) -> dict:
     """The `config.model` fields that set param shapes in which `loaded` differs from `model`
-    (the patch size not, once `warm_start` has resized the patch layers)."""
+    (the patch size not when the blocks are the same: `warm_start` has resized the patch
+    layers then, or refused the patch)."""
     differ = {
         key: loaded.config.model.get(key)
         for key in ("mlp_ratio", "activation", "text_mode", "pooled_text")
         if getattr(loaded.model, key) != getattr(model, key)
     }
-    variant_keys = ("width", "depth", "num_heads") + (() if patch_resized else ("patch_size",))
-    if any(getattr(loaded.model, key) != getattr(model, key) for key in variant_keys):
+    if not _same_blocks(loaded.model, model):
         differ["variant"] = loaded.config.model.variant
     return differ
 
