@@ -31,6 +31,10 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     # (per-pixel RMS norm, unit initial variance, L1) reached 13.4 (README, Video autoencoder).
     config.model.norm = "none"
     config.model.logvar_init = -6.0
+    # Channels of the decoder's full-resolution head (`models.vae.PixelHead`); 0 = none. It
+    # starts at zero, so `--config.model.pixel_head=32` with `init_from` and `freeze_encoder`
+    # adds one to a trained VAE without moving its latent space or its output at step 0.
+    config.model.pixel_head = 0
 
     config.loss = ml_collections.ConfigDict()
     config.loss.l1 = 1.0

@@ -5,7 +5,8 @@
 
 Encodes each video to the posterior mean and decodes it (chunked in time, so any length fits),
 then reports PSNR, SSIM and LPIPS (AlexNet) per video and their means in D/report.json, with the
-compression ratio, and writes original | reconstruction GIFs of the first few videos.
+compression ratio, PSNR by frame index and at edges / elsewhere, and writes original |
+reconstruction GIFs of the first few videos.
 Videos given as files are trimmed to the largest 1 + 4k frames and center-cropped to multiples of
 the spatial factor.
 """
@@ -118,6 +119,23 @@ def psnr_by_frame(frame_errors: list[np.ndarray]) -> list[float]:
     return [round(float(p), 3) for p in video_metrics.psnr_from_mse(pooled)]
 
 
+def psnr_by_region(region_errors: list[dict[str, float]]) -> dict[str, float]:
+    """PSNR at edges and elsewhere (`video_metrics.squared_error_by_region`, pooled over the
+    videos), with the edges' share of the pixels and of the squared error: where an
+    autoencoder's error sits (on Shapes World, at the few pixels of shape outlines)."""
+    total = {k: sum(e[k] for e in region_errors) for k in region_errors[0]}
+    out = {}
+    for region, values in (("edges", "edge_values"), ("flat", "flat_values")):
+        if total[values]:
+            out[f"psnr_{region}"] = float(
+                video_metrics.psnr_from_mse(total[region] / total[values])
+            )
+    out["edge_pixel_share"] = total["edge_values"] / (total["edge_values"] + total["flat_values"])
+    error = total["edges"] + total["flat"]
+    out["edge_error_share"] = total["edges"] / error if error else 0.0
+    return {k: round(v, 4) for k, v in out.items()}
+
+
 def evaluate(
     workdir: str,
     videos: list[tuple[str, np.ndarray]],
@@ -132,7 +150,7 @@ def evaluate(
     model, params, config = vae_lib.load_vae(workdir)
     codec = ChunkedCodec(model, latent_frames_per_chunk=4)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows, readings, frame_errors = [], [], []
+    rows, readings, frame_errors, region_errors = [], [], [], []
     for i, (name, video) in enumerate(tqdm(videos, desc="eval-vae", unit="video")):
         video = fit_to_vae(video, model.temporal_factor, model.spatial_factor, name)
         start = time.perf_counter()
@@ -140,6 +158,7 @@ def evaluate(
         recon = np.asarray(vae_lib.to_uint8(codec.decode(params, latent)))[0]
         seconds = time.perf_counter() - start
         frame_errors.append(video_metrics.squared_error_by_frame(video, recon))
+        region_errors.append(video_metrics.squared_error_by_region(video, recon))
         rows.append(
             {
                 "video": name,
@@ -168,6 +187,7 @@ def evaluate(
         * 3
         / model.latent_channels,
         "psnr_by_frame": psnr_by_frame(frame_errors),
+        "psnr_by_region": psnr_by_region(region_errors),
         "videos": rows,
     }
     if readings:
@@ -200,6 +220,14 @@ def main(argv):
         print(
             f"PSNR by frame index: {by_frame[0]:.2f} dB at frame 0 (encoded alone), "
             f"{min(by_frame[1:]):.2f}-{max(by_frame[1:]):.2f} dB after (report psnr_by_frame)"
+        )
+    regions = report["psnr_by_region"]
+    if "psnr_edges" in regions and "psnr_flat" in regions:
+        print(
+            f"PSNR at edges ({regions['edge_pixel_share']:.1%} of the pixels, "
+            f"{regions['edge_error_share']:.1%} of the squared error): "
+            f"{regions['psnr_edges']:.2f} dB; elsewhere {regions['psnr_flat']:.2f} dB "
+            "(report psnr_by_region)"
         )
 
 

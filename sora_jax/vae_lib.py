@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from absl import logging
 from flax import linen as nn
 
 from sora_jax import bundle, checkpoints, sharding, train_lib
@@ -31,6 +32,7 @@ def make_model(
         # Runs saved before these fields existed used the defaults.
         norm=model_config.get("norm", "rms"),
         logvar_init=model_config.get("logvar_init", 0.0),
+        pixel_head=model_config.get("pixel_head", 0),
     )
 
 
@@ -214,8 +216,20 @@ def warm_start(params, source: str | pathlib.Path, shardings):
     run or a bundle, placed with `shardings`: fine-tuning, or continuing a shipped VAE with a
     fresh optimizer (`config.init_from`)."""
     _, loaded, _ = load_vae(source)
+    loaded = with_new_pixel_head(autoencoder_params(params), loaded)
     check_same_shapes(autoencoder_params(params), loaded, source)
     return jax.device_put({**params, "vae": loaded} if "disc" in params else loaded, shardings)
+
+
+def with_new_pixel_head(want, loaded):
+    """`loaded` with `want`'s freshly initialised decoder pixel head added when `want` has one
+    and `loaded` does not. The head's last convolution starts at zero, so the warm-started VAE
+    decodes exactly as the source did (`models.vae.PixelHead`)."""
+    decoder = loaded.get("decoder", {})
+    if "pixel_head" not in want.get("decoder", {}) or "pixel_head" in decoder:
+        return loaded
+    logging.info("The decoder's pixel head is new: it starts at zero, the rest is loaded.")
+    return {**loaded, "decoder": {**decoder, "pixel_head": want["decoder"]["pixel_head"]}}
 
 
 def check_same_shapes(want, got, source) -> None:

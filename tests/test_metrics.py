@@ -79,6 +79,23 @@ def test_psnr_closed_form():
     )
 
 
+def test_errors_by_region_split_a_square_outline_from_the_rest():
+    v = np.zeros((2, 16, 16, 3), np.uint8)
+    v[:, 4:8, 4:8] = 200  # a 4x4 square: its 12 outline pixels and the 20 around it are edges
+    edges = video_metrics.edge_mask(v)
+    assert edges.sum() == edges[:, 3:9, 3:9].sum() == 2 * ((6 * 6 - 4 * 4) + (4 * 4 - 2 * 2))
+    assert not edges[:, 5:7, 5:7].any()  # the square's inside
+    recon = v.copy()
+    recon[:, 12, 12] = 3  # a flat pixel off by 3 in each channel
+    recon[:, 4, 4] = 190  # an outline pixel off by 10
+    assert video_metrics.squared_error_by_region(v, recon) == {
+        "edges": 2 * 3 * 10**2,
+        "edge_values": 2 * 3 * 32,
+        "flat": 2 * 3 * 3**2,
+        "flat_values": 2 * 3 * (16 * 16 - 32),
+    }
+
+
 @pytest.mark.parametrize("degrade", [_blur, _noise], ids=["blur", "noise"])
 def test_monotonic_in_degradation(degrade):
     v = _video()

@@ -84,6 +84,12 @@ def test_load_vae_and_eval(run, tmp_path):
     assert (tmp_path / "report.json").exists() and (tmp_path / "recon_000.gif").exists()
     assert all(0 <= v["ssim"] <= 1 and v["lpips"] >= 0 for v in report["videos"])
     assert len(report["psnr_by_frame"]) == 9  # the longest video after trimming
+    assert set(report["psnr_by_region"]) == {
+        "psnr_edges",
+        "psnr_flat",
+        "edge_pixel_share",
+        "edge_error_share",
+    }
 
 
 def test_a_vae_run_exports_as_a_vae_bundle(run, tmp_path):
@@ -135,6 +141,21 @@ def test_psnr_by_frame_pools_the_videos_that_have_each_frame():
     errors = [np.array([65.025, 6.5025]), np.array([65.025])]
     assert eval_vae.psnr_by_frame(errors) == [30.0, 40.0]
     assert eval_vae.psnr_by_frame([np.zeros(2)]) == [100.0, 100.0]  # exact frames are capped
+
+
+def test_psnr_by_region_pools_the_squared_errors_of_all_videos():
+    errors = [
+        {"edges": 300.0, "edge_values": 3, "flat": 0.0, "flat_values": 6},
+        {"edges": 0.0, "edge_values": 0, "flat": 60.0, "flat_values": 6},
+    ]
+    assert eval_vae.psnr_by_region(errors) == {
+        "psnr_edges": round(10 * np.log10(255**2 / 100), 4),
+        "psnr_flat": round(10 * np.log10(255**2 / 5), 4),
+        "edge_pixel_share": 0.2,
+        "edge_error_share": round(300 / 360, 4),
+    }
+    flat_only = eval_vae.psnr_by_region([errors[1]])
+    assert "psnr_edges" not in flat_only and flat_only["edge_pixel_share"] == 0.0
 
 
 def test_foreign_or_mismatched_checkpoints_are_refused(run, tmp_path):
@@ -207,6 +228,32 @@ def test_a_frozen_encoder_keeps_the_latent_space_while_the_decoder_trains(run, t
     with pytest.raises(ValueError, match="give the VAE it comes from"):
         train_vae.train_and_evaluate(config, str(tmp_path / "fresh"))
     assert not (tmp_path / "fresh").exists()
+
+
+def test_a_pixel_head_joins_a_trained_vae_without_changing_its_output(run, tmp_path):
+    source, _, _ = run
+    config = _config(2)
+    config.model.pixel_head = 4
+    config.init_from = str(source)
+    config.freeze_encoder = True
+    config.sample_every = 100
+    old_model, old, _ = vae_lib.load_vae(source)
+    new_model = vae_lib.make_model(config.model, conv_impl="xla")
+    clip = generate_clip(2, split="heldout", frames=9, height=32, width=32)["video"][None]
+    fresh = jax.jit(new_model.init)(jax.random.key(0), vae_lib.to_unit_range(clip))["params"]
+    grafted = vae_lib.warm_start(vae_lib.nn.unbox(fresh), source, shardings=None)
+    np.testing.assert_array_equal(
+        vae_lib.reconstruct(new_model, grafted, clip), vae_lib.reconstruct(old_model, old, clip)
+    )
+    train_vae.train_and_evaluate(config, str(tmp_path))
+    model, after, saved = vae_lib.load_vae(tmp_path)
+    assert model.pixel_head == 4 and saved.model.pixel_head == 4
+    for got, want in zip(
+        jax.tree.leaves(after["encoder"]), jax.tree.leaves(old["encoder"]), strict=True
+    ):
+        np.testing.assert_array_equal(got, want)
+    head = after["decoder"]["pixel_head"]
+    assert np.any(head[sorted(head)[-1]]["kernel"])  # the head has started to correct
 
 
 def test_a_frozen_encoder_gets_no_gradient_and_no_update_even_with_weight_decay():

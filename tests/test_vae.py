@@ -76,6 +76,24 @@ def test_chunked_equals_one_pass(micro, frames, chunk):
     np.testing.assert_allclose(codec.decode(params, mean), recon, atol=2e-5)
 
 
+def test_a_pixel_head_keeps_decoding_causal_and_chunk_exact(micro):
+    _, _, video = micro
+    model = vae_lib.vae_from_variant(MICRO, pixel_head=4)
+    params = vae_lib.nn.unbox(jax.jit(model.init)(jax.random.key(1), video[:1])["params"])
+    head = params["decoder"]["pixel_head"]
+    last = sorted(head)[-1]
+    assert not np.any(head[last]["kernel"])  # starts as a no-op (warm starts rely on it)
+    head[last]["kernel"] = 0.1 * jax.random.normal(jax.random.key(2), head[last]["kernel"].shape)
+    mean = jax.jit(lambda v: model.apply({"params": params}, v, method=model.encode)[0])(video)
+    decode = jax.jit(lambda z: model.apply({"params": params}, z, method=model.decode))
+    recon = decode(mean)
+    codec = vae_lib.ChunkedCodec(model, latent_frames_per_chunk=2)
+    np.testing.assert_allclose(codec.decode(params, mean), recon, atol=2e-5)
+    changed = decode(mean.at[:, 2].add(1.0))  # latent frame 2 holds frames 5-8
+    diff = np.abs(np.asarray(changed - recon)).max(axis=(0, 2, 3, 4))
+    assert np.all(diff[:5] == 0) and diff[5] > 0, diff
+
+
 def test_tile_blending_reassembles_exactly():
     x = jax.random.normal(jax.random.key(0), (1, 3, 40, 56, 2))
     upsample = lambda t: jnp.repeat(jnp.repeat(t, 2, axis=2), 2, axis=3)  # noqa: E731

@@ -2,6 +2,8 @@
 
 - `psnr`: over all frames and pixels at once (one MSE per video).
 - `squared_error_by_frame`: the MSE of each frame, for PSNR by frame index over a data set.
+- `squared_error_by_region`: squared errors summed at edges (pixels whose 3x3 neighbourhood
+  holds another value) and elsewhere, for PSNR by region over a data set.
 - `ssim`: Wang et al., "Image Quality Assessment: From Error Visibility to Structural Similarity",
   IEEE TIP 2004 -- 11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03, "valid" filtering
   (no padding, as in the reference MATLAB code), computed per RGB channel, averaged over channels
@@ -41,6 +43,34 @@ def squared_error_by_frame(a, b) -> np.ndarray:
     """The mean squared error of each frame of `b` against `a`: shape (T,)."""
     a, b = _check_videos(a, b)
     return np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2, axis=(1, 2, 3))
+
+
+def edge_mask(video) -> np.ndarray:
+    """(T, H, W) bool: the pixels whose 3x3 neighbourhood in their frame holds another RGB
+    value (frame borders are extended, so they are not edges by themselves)."""
+    v = np.asarray(video, np.int16)
+    _, height, width, _ = v.shape
+    padded = np.pad(v, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    mask = np.zeros(v.shape[:3], bool)
+    for dy in range(3):
+        for dx in range(3):
+            mask |= np.any(padded[:, dy : dy + height, dx : dx + width] != v, axis=-1)
+    return mask
+
+
+def squared_error_by_region(a, b) -> dict[str, float]:
+    """Squared errors of `b` against `a` summed over the edge pixels of `a` (`edge_mask`) and
+    over the rest, with the number of values in each: {"edges", "edge_values", "flat",
+    "flat_values"}. Pool these over videos, then `psnr_from_mse` of sum / values."""
+    a, b = _check_videos(a, b)
+    error = np.sum((a.astype(np.float64) - b.astype(np.float64)) ** 2, axis=-1)
+    edges = edge_mask(a)
+    return {
+        "edges": float(error[edges].sum()),
+        "edge_values": 3 * int(edges.sum()),
+        "flat": float(error[~edges].sum()),
+        "flat_values": 3 * int((~edges).sum()),
+    }
 
 
 def psnr_from_mse(mse, max_val: float = 255.0, cap: float = 100.0) -> np.ndarray:

@@ -319,6 +319,8 @@ class Encoder(_Coder):
 
 
 class Decoder(_Coder):
+    pixel_head: int = 0  # channels of the full-resolution `PixelHead`; 0 = none
+
     @nn.compact
     def __call__(self, z):
         schedule = self.schedule()
@@ -340,8 +342,42 @@ class Decoder(_Coder):
                     conv_impl=self.conv_impl,
                 )(h)
         h = nn.silu(normalize(h, self.norm))
-        h = CausalConv3d(3 * self.patch_size**2, dtype=self.dtype, conv_impl=self.conv_impl)(h)
-        return depth_to_space(h, self.patch_size)
+        rgb = CausalConv3d(3 * self.patch_size**2, dtype=self.dtype, conv_impl=self.conv_impl)(h)
+        rgb = depth_to_space(rgb, self.patch_size)
+        if self.pixel_head:
+            head = PixelHead(
+                self.pixel_head, self.patch_size, self.dtype, self.conv_impl, name="pixel_head"
+            )
+            rgb = head(h, rgb)
+        return rgb
+
+
+class PixelHead(nn.Module):
+    """Convolutions at full resolution after the decoder's pixel shuffle, adding a correction
+    to its frames.
+
+    A `patch_size` > 1 decoder never runs a convolution at the output resolution: the last
+    layer writes each p x p patch from one feature vector, and sharp edges at sub-patch
+    positions (most of a trained tiny VAE's error) are what it draws worst. The head reads the
+    decoder's features shuffled to full resolution next to its frames. Its last convolution
+    starts at zero, so a trained decoder gains a head without changing its output
+    (`vae_lib.warm_start`); every convolution is causal, so chunked decoding stays exact.
+    """
+
+    features: int
+    patch_size: int
+    dtype: jnp.dtype = jnp.float32
+    conv_impl: str = "matmul"  # see CausalConv3d
+
+    @nn.compact
+    def __call__(self, h_BxTxhxwxC, rgb_BxTxHxWx3):
+        conv = functools.partial(CausalConv3d, dtype=self.dtype, conv_impl=self.conv_impl)
+        p = self.patch_size
+        f = depth_to_space(conv(self.features * p * p, kernel=(1, 1, 1))(h_BxTxhxwxC), p)
+        x = conv(self.features)(nn.silu(jnp.concatenate([f, rgb_BxTxHxWx3.astype(f.dtype)], -1)))
+        x = conv(self.features, kernel=(1, 3, 3))(nn.silu(x))
+        correction = conv(3, kernel=(1, 3, 3), kernel_init=nn.initializers.zeros)(nn.silu(x))
+        return rgb_BxTxHxWx3 + correction
 
 
 class VideoVAE(nn.Module):
@@ -358,6 +394,7 @@ class VideoVAE(nn.Module):
     conv_impl: str = "matmul"  # see CausalConv3d
     norm: str = "rms"  # "rms" | "none" (see `normalize`)
     logvar_init: float = 0.0  # initial posterior log-variance; < 0 starts with little noise
+    pixel_head: int = 0  # channels of the decoder's full-resolution `PixelHead`; 0 = none
 
     def setup(self):
         steps = len(self.channel_mults) - 1
@@ -382,7 +419,7 @@ class VideoVAE(nn.Module):
         self.encoder = Encoder(
             latent_channels=self.latent_channels, logvar_init=self.logvar_init, **shared
         )
-        self.decoder = Decoder(**shared)
+        self.decoder = Decoder(pixel_head=self.pixel_head, **shared)
 
     def encode(self, video_BxTxHxWx3):
         """-> (mean, logvar), each [B, t, h, w, latent_channels]."""
