@@ -98,8 +98,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         abstract_state,
         data_iterator,
         config,
+        check_keys=(),
         # The discriminator's params are part of the state only with the adversarial loss on.
         checks={
+            "config.model": lambda c: vae_lib.model_fields(c["model"]),
             "adversarial on/off": lambda c: vae_lib.adversarial_weight(c["loss"]) > 0,
             "freeze_encoder on/off": vae_lib.encoder_frozen,
         },

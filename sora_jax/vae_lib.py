@@ -17,22 +17,29 @@ from sora_jax import bundle, checkpoints, sharding, train_lib
 from sora_jax.models import vae as vae_model
 from sora_jax.models.discriminator import PatchDiscriminator
 
-
 # ------------------------------------------------------------------------------------------------
 # Model, optimizer, loss.
 # ------------------------------------------------------------------------------------------------
+# A VAE config's `model` fields that came after the first runs, with the values those runs used.
+_LATER_MODEL_FIELDS = dict(norm="rms", logvar_init=0.0, pixel_head=0)
+
+
+def model_fields(model_config) -> dict:
+    """Every field of a VAE config's `model` (ConfigDict or saved dict), those of runs saved
+    before a field existed at the value they used: what `make_model` builds, and what resuming
+    and `export --vae` compare (so an old run and a new config that agree are not told apart)."""
+    later = {k: model_config.get(k, default) for k, default in _LATER_MODEL_FIELDS.items()}
+    return dict(variant=model_config["variant"], dtype=model_config["dtype"], **later)
+
+
 def make_model(
     model_config: ml_collections.ConfigDict, conv_impl: str = "matmul"
 ) -> vae_model.VideoVAE:
     """`conv_impl` "matmul" trains faster; "xla" (what `load_vae` uses) needs less memory."""
+    fields = model_fields(model_config)
     return vae_model.vae_from_variant(
-        model_config.variant,
-        dtype=jnp.dtype(model_config.dtype),
-        conv_impl=conv_impl,
-        # Runs saved before these fields existed used the defaults.
-        norm=model_config.get("norm", "rms"),
-        logvar_init=model_config.get("logvar_init", 0.0),
-        pixel_head=model_config.get("pixel_head", 0),
+        fields.pop("variant"),
+        **fields | dict(dtype=jnp.dtype(fields["dtype"]), conv_impl=conv_impl),
     )
 
 

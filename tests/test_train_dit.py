@@ -9,8 +9,10 @@ import subprocess
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
+from flax import linen as nn
 from PIL import Image
 
 from sora_jax import (
@@ -456,6 +458,19 @@ def test_export_ships_a_decoder_fine_tune_with_the_runs_encoder(runs, tmp_path):
     shipped = dit_lib.load_pipeline(tmp_path / "out")
     _assert_trees_equal(shipped.vae_params, finer)
     assert bundle.read_meta(tmp_path / "out")["latent_std"] == ref["latent_std"]
+
+    # A decoder with a pixel head (models.vae.PixelHead) keeps the encoder too.
+    headed_config = ml_collections.ConfigDict(config.to_dict())
+    headed_config.model.pixel_head = 4
+    frames, height, width = config.data.sizes[0]
+    fresh = vae_lib.make_model(headed_config.model).init(
+        jax.random.key(0), np.zeros((1, frames, height, width, 3), np.float32)
+    )["params"]
+    headed = vae_lib.with_new_pixel_head(nn.unbox(fresh), finer)
+    headed_meta = {"vae_config": headed_config.to_dict(), "vae_step": 9}
+    bundle.write(tmp_path / "headed", headed_meta, {bundle.VAE: headed})
+    export_lib.export(straight, tmp_path / "out_headed", vae=tmp_path / "headed")
+    assert "pixel_head" in dit_lib.load_pipeline(tmp_path / "out_headed").vae_params["decoder"]
 
     other = {**params, "encoder": nudged(params["encoder"])}
     bundle.write(tmp_path / "other", meta, {bundle.VAE: other})

@@ -2,12 +2,14 @@
 
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 
 import jax
 import numpy as np
 import pytest
+from flax import linen as nn
 
 from sora_jax import (
     bundle,
@@ -239,12 +241,13 @@ def test_a_pixel_head_joins_a_trained_vae_without_changing_its_output(run, tmp_p
     config.sample_every = 100
     old_model, old, _ = vae_lib.load_vae(source)
     new_model = vae_lib.make_model(config.model, conv_impl="xla")
-    clip = generate_clip(2, split="heldout", frames=9, height=32, width=32)["video"][None]
-    fresh = jax.jit(new_model.init)(jax.random.key(0), vae_lib.to_unit_range(clip))["params"]
-    grafted = vae_lib.warm_start(vae_lib.nn.unbox(fresh), source, shardings=None)
-    np.testing.assert_array_equal(
-        vae_lib.reconstruct(new_model, grafted, clip), vae_lib.reconstruct(old_model, old, clip)
+    clip = vae_lib.to_unit_range(
+        generate_clip(2, split="heldout", frames=9, height=32, width=32)["video"][None]
     )
+    fresh = nn.unbox(jax.jit(new_model.init)(jax.random.key(0), clip)["params"])
+    grafted = vae_lib.warm_start(fresh, source, shardings=None)
+    recon = lambda model, params: model.apply({"params": params}, clip)[0]  # noqa: E731
+    np.testing.assert_array_equal(recon(new_model, grafted), recon(old_model, old))
     train_vae.train_and_evaluate(config, str(tmp_path))
     model, after, saved = vae_lib.load_vae(tmp_path)
     assert model.pixel_head == 4 and saved.model.pixel_head == 4
@@ -256,6 +259,22 @@ def test_a_pixel_head_joins_a_trained_vae_without_changing_its_output(run, tmp_p
     assert np.any(head[sorted(head)[-1]]["kernel"])  # the head has started to correct
 
 
+def test_a_run_saved_before_a_model_field_existed_still_resumes(run, tmp_path):
+    assert vae_lib.model_fields({"variant": "micro/t4s8c16", "dtype": "float32"}) == dict(
+        variant="micro/t4s8c16", dtype="float32", norm="rms", logvar_init=0.0, pixel_head=0
+    )
+    old = tmp_path / "old"
+    shutil.copytree(run[0], old)
+    config = _config(5)
+    with config.unlocked():
+        del config.model["pixel_head"]  # as configs were before the field: the same model
+    assert train_vae.train_and_evaluate(config, str(old))["step"] == 5
+    config = _config(6)
+    config.model.pixel_head = 4  # a different model is still refused
+    with pytest.raises(checkpoints.CheckpointError, match="different config.model"):
+        train_vae.train_and_evaluate(config, str(old))
+
+
 def test_a_frozen_encoder_gets_no_gradient_and_no_update_even_with_weight_decay():
     config = _config(10)
     config.loss.update(lpips=0.0, crop=(5, 16, 16))
@@ -264,7 +283,7 @@ def test_a_frozen_encoder_gets_no_gradient_and_no_update_even_with_weight_decay(
     model = vae_lib.make_model(config.model, conv_impl="xla")  # compiles in a fraction of matmul's
     video = jax.random.randint(jax.random.key(0), (2, 5, 16, 16, 3), 0, 256).astype(np.uint8)
     params = vae_lib.init_params(model, config.loss, jax.random.key(1), video[:1] / 127.5 - 1)
-    params = jax.tree.map(np.asarray, vae_lib.nn.unbox(params))
+    params = jax.tree.map(np.asarray, nn.unbox(params))
     loss_fn = vae_lib.make_loss_fn(model, config.loss, freeze_encoder=True)
     grads = jax.jit(jax.grad(lambda p: loss_fn(p, {"video": video}, jax.random.key(2), 0)[0]))(
         params
@@ -324,7 +343,7 @@ def test_adversarial_gradients_reach_each_part_from_its_own_term():
     model = vae_lib.make_model(config.model, conv_impl="xla")  # compiles in a fraction of matmul's
     video = jax.random.randint(jax.random.key(0), (2, 5, 16, 16, 3), 0, 256).astype(np.uint8)
     params = vae_lib.init_params(model, config.loss, jax.random.key(1), video[:1] / 127.5 - 1)
-    params = jax.tree.map(np.asarray, vae_lib.nn.unbox(params))
+    params = jax.tree.map(np.asarray, nn.unbox(params))
     loss_fn = vae_lib.make_loss_fn(model, config.loss)
     rng = jax.random.key(2)
     grads = jax.jit(jax.grad(lambda p: loss_fn(p, {"video": video}, rng, 0)[0]))(params)

@@ -346,7 +346,11 @@ class Decoder(_Coder):
         rgb = depth_to_space(rgb, self.patch_size)
         if self.pixel_head:
             head = PixelHead(
-                self.pixel_head, self.patch_size, self.dtype, self.conv_impl, name="pixel_head"
+                features=self.pixel_head,
+                patch_size=self.patch_size,
+                dtype=self.dtype,
+                conv_impl=self.conv_impl,
+                name="pixel_head",
             )
             rgb = head(h, rgb)
         return rgb
@@ -358,8 +362,10 @@ class PixelHead(nn.Module):
 
     A `patch_size` > 1 decoder never runs a convolution at the output resolution: the last
     layer writes each p x p patch from one feature vector, and sharp edges at sub-patch
-    positions (most of a trained tiny VAE's error) are what it draws worst. The head reads the
-    decoder's features shuffled to full resolution next to its frames. Its last convolution
+    positions (most of a trained tiny VAE's error) are what it draws worst. The head projects
+    the decoder's last features to `features` x p x p channels, shuffles them to full
+    resolution next to the frames, runs a 3x3x3 and a 1x3x3 convolution of `features`
+    channels and adds a 1x3x3 convolution's 3 channels to the frames. Its last convolution
     starts at zero, so a trained decoder gains a head without changing its output
     (`vae_lib.warm_start`); every convolution is causal, so chunked decoding stays exact.
     """
@@ -373,10 +379,15 @@ class PixelHead(nn.Module):
     def __call__(self, h_BxTxhxwxC, rgb_BxTxHxWx3):
         conv = functools.partial(CausalConv3d, dtype=self.dtype, conv_impl=self.conv_impl)
         p = self.patch_size
-        f = depth_to_space(conv(self.features * p * p, kernel=(1, 1, 1))(h_BxTxhxwxC), p)
-        x = conv(self.features)(nn.silu(jnp.concatenate([f, rgb_BxTxHxWx3.astype(f.dtype)], -1)))
-        x = conv(self.features, kernel=(1, 3, 3))(nn.silu(x))
-        correction = conv(3, kernel=(1, 3, 3), kernel_init=nn.initializers.zeros)(nn.silu(x))
+        shuffled_BxTxHxWxF = depth_to_space(
+            conv(self.features * p * p, kernel=(1, 1, 1))(h_BxTxhxwxC), p
+        )
+        both = jnp.concatenate([shuffled_BxTxHxWxF, rgb_BxTxHxWx3.astype(self.dtype)], axis=-1)
+        h_BxTxHxWxF = conv(self.features)(nn.silu(both))
+        h_BxTxHxWxF = conv(self.features, kernel=(1, 3, 3))(nn.silu(h_BxTxHxWxF))
+        correction = conv(3, kernel=(1, 3, 3), kernel_init=nn.initializers.zeros)(
+            nn.silu(h_BxTxHxWxF)
+        )
         return rgb_BxTxHxWx3 + correction
 
 
