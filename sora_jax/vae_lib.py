@@ -28,15 +28,16 @@ def model_fields(model_config) -> dict:
     """Every field of a VAE config's `model` (ConfigDict or saved dict), those of runs saved
     before a field existed at the value they used: what `make_model` builds, and what resuming
     and `export --vae` compare (so an old run and a new config that agree are not told apart)."""
-    later = {k: model_config.get(k, default) for k, default in _LATER_MODEL_FIELDS.items()}
-    return dict(variant=model_config["variant"], dtype=model_config["dtype"], **later)
+    if isinstance(model_config, ml_collections.ConfigDict):
+        model_config = model_config.to_dict()
+    return {**_LATER_MODEL_FIELDS, **model_config}
 
 
 def make_model(
     model_config: ml_collections.ConfigDict, conv_impl: str = "matmul"
 ) -> vae_model.VideoVAE:
     """`conv_impl` "matmul" trains faster; "xla" (what `load_vae` uses) needs less memory."""
-    fields = model_fields(model_config)
+    fields = model_fields(model_config)  # an unknown field is a TypeError here, not ignored
     return vae_model.vae_from_variant(
         fields.pop("variant"),
         **fields | dict(dtype=jnp.dtype(fields["dtype"]), conv_impl=conv_impl),
