@@ -47,17 +47,15 @@ def export(
     return bundle.write(out, meta, trees, dtype=np.dtype(dtype), files=files)
 
 
-def _encoder_fields(vae_config) -> dict:
-    """The VAE model fields that shape its encoder (a decoder's pixel head does not)."""
-    return {k: v for k, v in vae_lib.model_fields(vae_config.model).items() if k != "pixel_head"}
-
-
 def _same_encoder(source, trained_params, trained_config, ref: dict):
     """(params, config, step) of the newest VAE in `source`, if its encoder is the one the DiT
     was trained on; CheckpointError otherwise."""
     step = vae_lib.latest_step(source)
     _, params, config = vae_lib.load_vae(source, step)
-    same = _encoder_fields(config) == _encoder_fields(trained_config) and all(
+    same_fields = vae_lib.encoder_fields(config.model) == vae_lib.encoder_fields(
+        trained_config.model
+    )
+    same = same_fields and all(
         np.array_equal(a, b)  # the same encoder config: the same encoder tree
         for a, b in zip(
             jax.tree.leaves(params["encoder"]),

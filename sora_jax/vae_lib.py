@@ -33,6 +33,14 @@ def model_fields(model_config) -> dict:
     return {**_LATER_MODEL_FIELDS, **model_config}
 
 
+def encoder_fields(model_config) -> dict:
+    """`model_fields` less those of the decoder alone: equal for a VAE and its decoder
+    fine-tunes (`export --vae`)."""
+    fields = model_fields(model_config)
+    del fields["pixel_head"]
+    return fields
+
+
 def make_model(
     model_config: ml_collections.ConfigDict, conv_impl: str = "matmul"
 ) -> vae_model.VideoVAE:

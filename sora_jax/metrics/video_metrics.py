@@ -52,8 +52,9 @@ def edge_mask(video) -> np.ndarray:
     _, height, width, _ = v.shape
     padded = np.pad(v, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
     mask = np.zeros(v.shape[:3], bool)
-    for dy, dx in ((dy, dx) for dy in range(3) for dx in range(3) if (dy, dx) != (1, 1)):
-        mask |= np.any(padded[:, dy : dy + height, dx : dx + width] != v, axis=-1)
+    for dy in range(3):
+        for dx in range(3):  # the centre (1, 1) equals itself and adds nothing
+            mask |= np.any(padded[:, dy : dy + height, dx : dx + width] != v, axis=-1)
     return mask
 
 
