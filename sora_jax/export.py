@@ -15,6 +15,11 @@ not (no optimizer moments, no data position), plus both runs' metrics logs for t
 
 `--vae` ships another VAE with the DiT: a decoder fine-tune of the run's own (`train-vae
 --config.init_from=... --config.freeze_encoder`), whose encoder must be the run's bit for bit.
+With `--vae`, `--checkpoint` may be a DiT bundle too (its run's workdir may be long gone): the
+same DiT, latent statistics and logs with the new decoder, in place when `--bundle` is the same.
+
+    sora-jax export --checkpoint checkpoints/tiny --bundle checkpoints/tiny --dtype float16 \
+        --vae workdirs/vae_mse10
 
 A `train-vae` workdir exports as a VAE bundle: its params, config and training log, which
 `eval-vae --checkpoint`, a DiT run's `config.vae.workdir` and a VAE run's `config.init_from`
@@ -33,15 +38,17 @@ from absl import flags
 from sora_jax import bundle, captioner_lib, checkpoints, cli, export_lib
 
 _CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "A `sora-jax train`, `train-vae` or `train-captioner` workdir."
+    "checkpoint",
+    None,
+    "A `sora-jax train`, `train-vae` or `train-captioner` workdir (with --vae: or a DiT bundle).",
 )
 _BUNDLE = flags.DEFINE_string("bundle", None, "The bundle directory to write (replaced if one).")
 _STEP = flags.DEFINE_integer("step", None, "The checkpoint step; default: the newest.")
 _VAE = flags.DEFINE_string(
     "vae",
     None,
-    "A `train` run only: a VAE run or bundle to ship instead of the run's own; refused unless "
-    "its encoder is the run's bit for bit (`train-vae --config.freeze_encoder`).",
+    "A `train` run or DiT bundle only: a VAE run or bundle to ship instead of its own; refused "
+    "unless its encoder is the DiT's bit for bit (`train-vae --config.freeze_encoder`).",
 )
 _DTYPE = flags.DEFINE_enum(
     "dtype", "float32", ["float32", "float16"], "Storage dtype (loaded back as float32)."

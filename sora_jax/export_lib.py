@@ -15,15 +15,22 @@ def export(
     """Writes the bundle of a `train` run (DiT + its VAE) or of a `train-vae` run (the VAE
     alone); returns its meta. `vae` (a `train` run only): a VAE run or bundle to ship instead of
     the run's own, refused unless its encoder is the run's, bit for bit (a decoder fine-tune,
-    `train-vae --config.freeze_encoder`): the latents the DiT learned are then unchanged."""
+    `train-vae --config.freeze_encoder`): the latents the DiT learned are then unchanged.
+    With `vae`, `checkpoint` may also be a DiT bundle: the bundle again with that decoder."""
     if bundle.is_bundle(checkpoint):
-        raise checkpoints.CheckpointError(f"{checkpoint} is a bundle already")
-    if vae_lib.is_vae_run(checkpoint):
+        if vae is None or "dit_config" not in bundle.read_meta(checkpoint):
+            raise checkpoints.CheckpointError(
+                f"{checkpoint} is a bundle already; only a DiT bundle with --vae (a decoder "
+                "fine-tune of its VAE) is exported again"
+            )
+        ref = _bundled_vae_ref(checkpoint)
+    elif vae_lib.is_vae_run(checkpoint):
         if vae is not None:
             raise checkpoints.CheckpointError("a VAE to ship instead needs a `train` run")
         return _export_vae(checkpoint, out, step, dtype)
+    else:
+        ref = dit_lib.read_vae_ref(checkpoint)
     pipe = dit_lib.load_pipeline(checkpoint, step)
-    ref = dit_lib.read_vae_ref(checkpoint)
     vae_source, vae_step = ref["workdir"], ref["step"]
     vae_params, vae_config = pipe.vae_params, vae_lib.saved_config(vae_source, vae_step)
     if vae is not None:
@@ -45,6 +52,14 @@ def export(
         if (log := _metrics_log(source, name)).is_file()
     }
     return bundle.write(out, meta, trees, dtype=np.dtype(dtype), files=files)
+
+
+def _bundled_vae_ref(path) -> dict:
+    """A DiT bundle's VAE in the form of a `train` run's VAE reference: the bundle itself,
+    its VAE step and the latent statistics the DiT was trained with."""
+    meta = bundle.read_meta(path)
+    stats = {key: meta[key] for key in ("latent_mean", "latent_std")}
+    return {"workdir": str(path), "step": meta["vae_step"], **stats}
 
 
 def _same_encoder(source, trained_params, trained_config, ref: dict):
