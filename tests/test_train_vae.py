@@ -120,7 +120,7 @@ def test_a_vae_run_exports_as_a_vae_bundle(run, tmp_path):
 
 
 def test_the_shipped_vae_bundle_reconstructs_held_out_clips():
-    """checkpoints/vae_tiny is the README's 31.5 dB VAE (a wrong file or a broken loader would
+    """checkpoints/vae_tiny is the README's 32.4 dB VAE (a wrong file or a broken loader would
     read lower)."""
     model, params, config = vae_lib.load_vae(SHIPPED_VAE)
     assert config.model.variant == "tiny/t4s4c16"
@@ -130,8 +130,9 @@ def test_the_shipped_vae_bundle_reconstructs_held_out_clips():
     )
     recon = np.asarray(vae_lib.reconstruct(model, params, clips))
     mse = np.mean((recon.astype(np.float64) - clips) ** 2)
-    # 34.3 dB; before the decoder fine-tune 33.0, and the 1,840-step VAE 29.2.
-    assert 10 * np.log10(255**2 / mse) > 33.7
+    # 34.5 dB; 34.3 with the decoder fine-tuned at the default loss weights (`vae_dec`), 33.0
+    # before any decoder fine-tune, and the 1,840-step VAE 29.2.
+    assert 10 * np.log10(255**2 / mse) > 34.4
     captioner = SHIPPED_VAE.parent / "captioner"  # a bundle without a VAE: one clear error
     with pytest.raises(checkpoints.CheckpointError, match="holds no VAE"):
         vae_lib.load_vae(captioner)
