@@ -59,7 +59,9 @@ def write(
     ({relative path: source}) are copied in (the runs' metrics logs, for their curves).
 
     The files go to a hidden sibling first, renamed into place at the end; an existing
-    `out_dir` is replaced only if it is a bundle (never some other directory).
+    `out_dir` is replaced only if it is a bundle (never some other directory), and is moved
+    aside until the new one is in place, so an interruption never leaves neither (a bundle
+    can be rewritten from itself, `export_lib.export`).
     """
     out_dir = pathlib.Path(out_dir)
     if out_dir.exists() and not is_bundle(out_dir):
@@ -82,12 +84,26 @@ def write(
             shutil.copy2(source, tmp / relative)
         for extra in out_dir.glob("*.md") if out_dir.exists() else ():
             shutil.copy2(extra, tmp / extra.name)  # a model card written by hand stays
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        _swap_in(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return meta
+
+
+def _swap_in(new: pathlib.Path, out_dir: pathlib.Path) -> None:
+    """Renames `new` to `out_dir`; an old `out_dir` is renamed aside first and deleted last,
+    and renamed back if the swap fails."""
+    old = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex}.old")
+    had_old = out_dir.exists()
+    if had_old:
+        os.replace(out_dir, old)
+    try:
+        os.replace(new, out_dir)
+    except BaseException:
+        if had_old:
+            os.replace(old, out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_params(path: str | os.PathLike, name: str, abstract_tree):

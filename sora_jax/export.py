@@ -16,7 +16,8 @@ not (no optimizer moments, no data position), plus both runs' metrics logs for t
 `--vae` ships another VAE with the DiT: a decoder fine-tune of the run's own (`train-vae
 --config.init_from=... --config.freeze_encoder`), whose encoder must be the run's bit for bit.
 With `--vae`, `--checkpoint` may be a DiT bundle too (its run's workdir may be long gone): the
-same DiT, latent statistics and logs with the new decoder, in place when `--bundle` is the same.
+same DiT, latent statistics and DiT log with the new decoder and its log, in place when
+`--bundle` is the same.
 
     sora-jax export --checkpoint checkpoints/tiny --bundle checkpoints/tiny --dtype float16 \
         --vae workdirs/vae_mse10

@@ -13,28 +13,30 @@ def export(
     checkpoint, out, step: int | None = None, dtype: str = "float32", vae: str | None = None
 ) -> dict:
     """Writes the bundle of a `train` run (DiT + its VAE) or of a `train-vae` run (the VAE
-    alone); returns its meta. `vae` (a `train` run only): a VAE run or bundle to ship instead of
-    the run's own, refused unless its encoder is the run's, bit for bit (a decoder fine-tune,
-    `train-vae --config.freeze_encoder`): the latents the DiT learned are then unchanged.
-    With `vae`, `checkpoint` may also be a DiT bundle: the bundle again with that decoder."""
+    alone); returns its meta. `vae` (a `train` run or a DiT bundle): a VAE run or bundle to
+    ship instead of its own, refused unless its encoder is the DiT's, bit for bit (a decoder
+    fine-tune, `train-vae --config.freeze_encoder`): the latents the DiT learned are then
+    unchanged. A DiT bundle is written again with the same DiT, latent statistics and DiT log;
+    `logs/vae` becomes the fine-tune's (none if it has none)."""
     if bundle.is_bundle(checkpoint):
-        if vae is None or "dit_config" not in bundle.read_meta(checkpoint):
+        source_meta = bundle.read_meta(checkpoint)
+        if vae is None or "dit_config" not in source_meta:
             raise checkpoints.CheckpointError(
                 f"{checkpoint} is a bundle already; only a DiT bundle with --vae (a decoder "
                 "fine-tune of its VAE) is exported again"
             )
-        ref = _bundled_vae_ref(checkpoint)
+        ref, stored = _bundled_vae_ref(checkpoint, source_meta), np.dtype(source_meta["dtype"])
     elif vae_lib.is_vae_run(checkpoint):
         if vae is not None:
             raise checkpoints.CheckpointError("a VAE to ship instead needs a `train` run")
         return _export_vae(checkpoint, out, step, dtype)
     else:
-        ref = dit_lib.read_vae_ref(checkpoint)
+        ref, stored = dit_lib.read_vae_ref(checkpoint), np.dtype(np.float32)
     pipe = dit_lib.load_pipeline(checkpoint, step)
     vae_source, vae_step = ref["workdir"], ref["step"]
     vae_params, vae_config = pipe.vae_params, vae_lib.saved_config(vae_source, vae_step)
     if vae is not None:
-        vae_params, vae_config, vae_step = _same_encoder(vae, vae_params, vae_config, ref)
+        vae_params, vae_config, vae_step = _same_encoder(vae, vae_params, vae_config, ref, stored)
         vae_source = vae
     meta = {
         "dit_config": pipe.config.to_dict(),
@@ -54,24 +56,25 @@ def export(
     return bundle.write(out, meta, trees, dtype=np.dtype(dtype), files=files)
 
 
-def _bundled_vae_ref(path) -> dict:
+def _bundled_vae_ref(path, meta: dict) -> dict:
     """A DiT bundle's VAE in the form of a `train` run's VAE reference: the bundle itself,
-    its VAE step and the latent statistics the DiT was trained with."""
-    meta = bundle.read_meta(path)
+    its VAE step and the latent statistics the DiT was trained with (from its `meta`)."""
     stats = {key: meta[key] for key in ("latent_mean", "latent_std")}
     return {"workdir": str(path), "step": meta["vae_step"], **stats}
 
 
-def _same_encoder(source, trained_params, trained_config, ref: dict):
+def _same_encoder(source, trained_params, trained_config, ref: dict, stored: np.dtype):
     """(params, config, step) of the newest VAE in `source`, if its encoder is the one the DiT
-    was trained on; CheckpointError otherwise."""
+    was trained on, compared at the precision it is `stored` in (a float16 DiT bundle holds
+    its VAE rounded: a fine-tune of the run's float32 VAE rounds to the same encoder);
+    CheckpointError otherwise."""
     step = vae_lib.latest_step(source)
     _, params, config = vae_lib.load_vae(source, step)
     same_fields = vae_lib.encoder_fields(config.model) == vae_lib.encoder_fields(
         trained_config.model
     )
     same = same_fields and all(
-        np.array_equal(a, b)  # the same encoder config: the same encoder tree
+        np.array_equal(np.asarray(a, stored), np.asarray(b, stored))  # the same encoder tree
         for a, b in zip(
             jax.tree.leaves(params["encoder"]),
             jax.tree.leaves(trained_params["encoder"]),

@@ -472,24 +472,29 @@ def test_export_ships_a_decoder_fine_tune_with_the_runs_encoder(runs, tmp_path):
     export_lib.export(straight, tmp_path / "out_headed", vae=tmp_path / "headed")
     assert "pixel_head" in dit_lib.load_pipeline(tmp_path / "out_headed").vae_params["decoder"]
 
-    # A DiT bundle (whose run may be gone) takes a decoder fine-tune of its own VAE too (here
-    # float16: the fine-tune starts from the float16 encoder), in place: the same DiT,
-    # statistics and DiT log, the new decoder.
+    # A DiT bundle (whose run may be gone) takes a decoder fine-tune of its own VAE too, in
+    # place: the same DiT, statistics, DiT log and model card, the new decoder and its log.
+    # `finer` is float32 (a fine-tune of the run's VAE); the float16 bundle holds its VAE
+    # rounded, and the encoders are compared at that precision.
     plain = tmp_path / "plain"
     export_lib.export(straight, plain, dtype="float16")
     (plain / "MODEL_CARD.md").write_text("card")
     before = dit_lib.load_pipeline(plain)
-    finer16 = {**before.vae_params, "decoder": nudged(before.vae_params["decoder"])}
-    bundle.write(tmp_path / "finer16", meta, {bundle.VAE: finer16}, dtype=np.float16)
-    export_lib.export(plain, plain, dtype="float16", vae=tmp_path / "finer16")
+    assert not all(
+        np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(before.vae_params), jax.tree.leaves(params), strict=True)
+    )  # the bundle's VAE is the run's rounded to float16
+    export_lib.export(plain, plain, dtype="float16", vae=tmp_path / "finer")
     again = dit_lib.load_pipeline(plain)
     _assert_trees_equal(again.params, before.params)
-    _assert_trees_equal(again.vae_params, vae_lib.load_vae(tmp_path / "finer16")[1])
+    as_float16 = lambda tree: jax.tree.map(lambda x: np.float32(np.float16(x)), tree)  # noqa: E731
+    _assert_trees_equal(again.vae_params, as_float16(finer))
     again_meta = bundle.read_meta(plain)
     assert (again_meta["dit_step"], again_meta["vae_step"]) == (4, 9)
     assert again_meta["latent_std"] == ref["latent_std"]
     dit_log = (plain / "logs" / "dit" / "metrics.jsonl").read_text()
     assert dit_log == (straight / "metrics.jsonl").read_text()
+    assert not (plain / "logs" / "vae").exists()  # `finer` carries no log; the run's VAE's went
     assert (plain / "MODEL_CARD.md").read_text() == "card"
 
     other = {**params, "encoder": nudged(params["encoder"])}
@@ -497,8 +502,11 @@ def test_export_ships_a_decoder_fine_tune_with_the_runs_encoder(runs, tmp_path):
     refusal = "not the one the DiT was trained on .step 1 of"
     with pytest.raises(checkpoints.CheckpointError, match=refusal):
         export_lib.export(straight, tmp_path / "refused", vae=tmp_path / "other")
+    # Against the float16 bundle: an encoder that differs after rounding is refused too.
+    other16 = {**before.vae_params, "encoder": nudged(before.vae_params["encoder"])}
+    bundle.write(tmp_path / "other16", meta, {bundle.VAE: other16}, dtype=np.float16)
     with pytest.raises(checkpoints.CheckpointError, match="not the one the DiT was trained on"):
-        export_lib.export(plain, tmp_path / "refused", vae=tmp_path / "other")
+        export_lib.export(plain, tmp_path / "refused", vae=tmp_path / "other16")
     with pytest.raises(checkpoints.CheckpointError, match="needs a `train` run"):
         export_lib.export(ref["workdir"], tmp_path / "refused", vae=tmp_path / "finer")
     for source, vae in [(plain, None), (tmp_path / "finer", tmp_path / "finer")]:
