@@ -60,8 +60,9 @@ def write(
 
     The files go to a hidden sibling first, renamed into place at the end; an existing
     `out_dir` is replaced only if it is a bundle (never some other directory), and is moved
-    aside until the new one is in place, so an interruption never leaves neither (a bundle
-    can be rewritten from itself, `export_lib.export`).
+    aside until the new one is in place and put back if that fails (a bundle can be rewritten
+    from itself, `export_lib.export`); a hard kill between the two renames leaves it at
+    `.<name>.<hex>.old` beside `out_dir`.
     """
     out_dir = pathlib.Path(out_dir)
     if out_dir.exists() and not is_bundle(out_dir):
@@ -94,13 +95,12 @@ def _swap_in(new: pathlib.Path, out_dir: pathlib.Path) -> None:
     """Renames `new` to `out_dir`; an old `out_dir` is renamed aside first and deleted last,
     and renamed back if the swap fails."""
     old = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex}.old")
-    had_old = out_dir.exists()
-    if had_old:
-        os.replace(out_dir, old)
     try:
+        if out_dir.exists():
+            os.replace(out_dir, old)
         os.replace(new, out_dir)
     except BaseException:
-        if had_old:
+        if old.exists() and not out_dir.exists():
             os.replace(old, out_dir)
         raise
     shutil.rmtree(old, ignore_errors=True)

@@ -14,7 +14,8 @@ not (no optimizer moments, no data position), plus both runs' metrics logs for t
         --vae workdirs/vae_dec
 
 `--vae` ships another VAE with the DiT: a decoder fine-tune of the run's own (`train-vae
---config.init_from=... --config.freeze_encoder`), whose encoder must be the run's bit for bit.
+--config.init_from=... --config.freeze_encoder`), whose encoder must be the run's bit for bit
+(for a float16 DiT bundle, after rounding to float16).
 With `--vae`, `--checkpoint` may be a DiT bundle too (its run's workdir may be long gone): the
 same DiT, latent statistics and DiT log with the new decoder and its log, in place when
 `--bundle` is the same.

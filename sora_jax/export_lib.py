@@ -14,10 +14,11 @@ def export(
 ) -> dict:
     """Writes the bundle of a `train` run (DiT + its VAE) or of a `train-vae` run (the VAE
     alone); returns its meta. `vae` (a `train` run or a DiT bundle): a VAE run or bundle to
-    ship instead of its own, refused unless its encoder is the DiT's, bit for bit (a decoder
-    fine-tune, `train-vae --config.freeze_encoder`): the latents the DiT learned are then
-    unchanged. A DiT bundle is written again with the same DiT, latent statistics and DiT log;
-    `logs/vae` becomes the fine-tune's (none if it has none)."""
+    ship instead of its own, refused unless its encoder is the DiT's, bit for bit at the
+    precision the DiT's VAE is stored in (a decoder fine-tune, `train-vae
+    --config.freeze_encoder`): the latents the DiT learned are then unchanged. A DiT bundle
+    is written again with the same DiT, latent statistics and DiT log; `logs/vae` becomes the
+    fine-tune's (none if it has none)."""
     if bundle.is_bundle(checkpoint):
         source_meta = bundle.read_meta(checkpoint)
         if vae is None or "dit_config" not in source_meta:
