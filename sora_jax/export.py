@@ -50,7 +50,8 @@ _VAE = flags.DEFINE_string(
     "vae",
     None,
     "A `train` run or DiT bundle only: a VAE run or bundle to ship instead of its own; refused "
-    "unless its encoder is the DiT's bit for bit (`train-vae --config.freeze_encoder`).",
+    "unless its encoder is the DiT's bit for bit at the stored precision "
+    "(`train-vae --config.freeze_encoder`).",
 )
 _DTYPE = flags.DEFINE_enum(
     "dtype", "float32", ["float32", "float16"], "Storage dtype (loaded back as float32)."

@@ -14,9 +14,9 @@ WHITE = 255
 
 def parse_frames(text: str) -> list[int]:
     """ "0,4,-1" -> [0, 4, -1]; one clear error for an empty list or a non-integer entry."""
-    entries = [e.strip() for e in text.split(",")]
     if not text.strip():
         raise cli.UserError("--frames is empty; give frame indices like 0,4,8")
+    entries = [e.strip() for e in text.split(",")]
     frames = []
     for entry in entries:
         try:
