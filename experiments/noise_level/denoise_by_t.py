@@ -40,13 +40,16 @@ def x0_estimate(pipe, x_t, t, coords, grid, text_in, mask, drop_text=False) -> j
     return x_t - t * v
 
 
-def one_step_errors(pipe, latent, captions, ts=ONE_STEP_TS) -> list[tuple[float, float, float]]:
+def one_step_errors(
+    pipe, latent, captions, ts=ONE_STEP_TS, positions=lambda coords: coords
+) -> list[tuple[float, float, float]]:
     """(t, the DiT's relative x0 error, the best linear estimate's) at each t, from the clips'
-    VAE latents."""
+    VAE latents; `positions` may alter the tokens' rotary coordinates [B, N, 3] first."""
     normalized = dit_lib.normalize(latent, pipe.stats)
     x0, coords, _, _, grid = dit_lib.token_inputs(
         pipe.model, normalized, jnp.zeros(latent.shape[:2], bool)
     )
+    coords = positions(coords)
     text_in, mask = dit_lib.text_states(pipe.params, pipe.text_batch(captions), pipe.text)
     eps = jax.random.normal(jax.random.key(0), x0.shape)
     variance = float(jnp.var(x0))
