@@ -59,6 +59,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     # Also feed the caption's mean text state into adaLN (a global colour / shape / motion
     # signal for every token, besides attention to the per-token states); off: attention only.
     config.model.pooled_text = False
+    # The time coordinate's RoPE multiplier (models/dit.py): > 1 sets latent frames further
+    # apart in angle.
+    config.model.rope_time_scale = 1.0
     config.model.text = ml_collections.ConfigDict()
     config.model.text.name = arg.text  # "minilm" (pretrained, frozen) | "small" (trained)
     config.model.text.max_length = 128  # detailed captions run to ~100 tokens

@@ -70,3 +70,12 @@ def load_config(path_and_arg: str) -> ml_collections.ConfigDict:
     config = module.get_config(arg or None)
     config.lock()
     return config
+
+
+def with_later_fields(section, later_fields: dict) -> dict:
+    """A config section (ConfigDict or a saved run's dict) as a dict, with each field of
+    `later_fields` that it lacks (one added after the run was saved) at the value such runs
+    used: so an old run and a new config that agree compare equal."""
+    if isinstance(section, ml_collections.ConfigDict):
+        section = section.to_dict()
+    return {**later_fields, **section}

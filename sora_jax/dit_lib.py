@@ -20,7 +20,7 @@ import numpy as np
 from absl import logging
 from flax import linen as nn
 
-from sora_jax import bundle, checkpoints, sharding, train_lib, vae_lib
+from sora_jax import bundle, checkpoints, config_lib, sharding, train_lib, vae_lib
 from sora_jax.diffusion import rectified_flow, samplers
 from sora_jax.models import dit, patching
 from sora_jax.text import encoders
@@ -31,24 +31,45 @@ VAE_REF = "vae.json"
 # ------------------------------------------------------------------------------------------------
 # Model and state.
 # ------------------------------------------------------------------------------------------------
+# `config.model` fields added after runs were saved, at the value those runs used.
+_LATER_MODEL_FIELDS = dict(
+    attention_impl="xla",
+    attention_block=512,
+    prediction="velocity",
+    pooled_text=False,
+    rope_time_scale=1.0,
+)
+
+
+def model_fields(model_config) -> dict:
+    """Every field of a DiT config's `model`, those of older runs filled in: what `make_model`
+    builds, and what resuming compares."""
+    return config_lib.with_later_fields(model_config, _LATER_MODEL_FIELDS)
+
+
+# The `model_fields` that `make_model` passes to `dit.DiT` as they are.
+_DIT_FIELDS = (
+    "mlp_ratio",
+    "activation",
+    "text_mode",
+    "attention",
+    "attention_impl",
+    "attention_block",
+    "sequence_parallel",
+    "scan_layers",
+    "remat_policy",
+    "prediction",
+    "pooled_text",
+    "rope_time_scale",
+)
+
+
 def make_model(model_config: ml_collections.ConfigDict) -> dit.DiT:
+    fields = model_fields(model_config)
     return dit.dit_from_variant(
-        model_config.variant,
-        mlp_ratio=model_config.mlp_ratio,
-        activation=model_config.activation,
-        text_mode=model_config.text_mode,
-        attention=model_config.attention,
-        # Configs saved before blockwise attention existed lack the field.
-        attention_impl=model_config.get("attention_impl", "xla"),
-        attention_block=model_config.get("attention_block", 512),
-        sequence_parallel=model_config.sequence_parallel,
-        scan_layers=model_config.scan_layers,
-        remat_policy=model_config.remat_policy,
-        # Configs saved before x-prediction existed lack the field.
-        prediction=model_config.get("prediction", "velocity"),
-        # Configs saved before the pooled-text switch lack the field.
-        pooled_text=model_config.get("pooled_text", False),
-        dtype=jnp.dtype(model_config.dtype),
+        fields["variant"],
+        **{key: fields[key] for key in _DIT_FIELDS},
+        dtype=jnp.dtype(fields["dtype"]),
     )
 
 

@@ -172,7 +172,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     data_iterator = train_loop.iterate(dataset, config.data)
     abstract_state = checkpoints.abstract_like(state, state_shardings)
     restored, start_step = checkpoints.restore_latest(
-        manager, abstract_state, data_iterator, config
+        manager,
+        abstract_state,
+        data_iterator,
+        config,
+        check_keys=(),
+        checks={"config.model": lambda c: dit_lib.model_fields(c["model"])},
     )
     if restored is not None:
         state = restored

@@ -13,7 +13,7 @@ import optax
 from absl import logging
 from flax import linen as nn
 
-from sora_jax import bundle, checkpoints, sharding, train_lib
+from sora_jax import bundle, checkpoints, config_lib, sharding, train_lib
 from sora_jax.models import vae as vae_model
 from sora_jax.models.discriminator import PatchDiscriminator
 
@@ -27,10 +27,8 @@ _LATER_MODEL_FIELDS = dict(norm="rms", logvar_init=0.0, pixel_head=0)
 def model_fields(model_config) -> dict:
     """Every field of a VAE config's `model` (ConfigDict or saved dict), those of runs saved
     before a field existed at the value they used: what `make_model` builds, and what resuming
-    and `export --vae` compare (so an old run and a new config that agree are not told apart)."""
-    if isinstance(model_config, ml_collections.ConfigDict):
-        model_config = model_config.to_dict()
-    return {**_LATER_MODEL_FIELDS, **model_config}
+    and `export --vae` compare (`config_lib.with_later_fields`)."""
+    return config_lib.with_later_fields(model_config, _LATER_MODEL_FIELDS)
 
 
 def encoder_fields(model_config) -> dict:

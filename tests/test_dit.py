@@ -218,6 +218,18 @@ def test_each_token_has_its_own_timestep():
     assert float(changed[1].max()) == 0.0  # other examples do not
 
 
+@pytest.mark.parametrize("text_mode", ["cross", "joint"])
+def test_rope_time_scale_equals_scaled_time_coordinates(text_mode):
+    inp = _inputs()
+    plain = dit.dit_from_variant("micro/1x2x2", text_mode=text_mode)
+    scaled = dit.dit_from_variant("micro/1x2x2", text_mode=text_mode, rope_time_scale=3.0)
+    params = _init(plain, inp)
+    out = _apply(scaled, params, inp)
+    stretched = dict(inp, coords=inp["coords"] * jnp.array([3.0, 1.0, 1.0]))
+    np.testing.assert_allclose(out, _apply(plain, params, stretched), atol=1e-5)
+    assert float(jnp.abs(out - _apply(plain, params, inp)).max()) > 1e-3
+
+
 @pytest.mark.parametrize("pooled_text", [False, True])
 def test_text_padding_and_null_text(pooled_text):
     inp = _inputs()

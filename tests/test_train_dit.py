@@ -128,6 +128,21 @@ def test_a_changed_model_refuses_the_workdir(runs):
         train.train_and_evaluate(config, str(straight))
 
 
+def test_a_run_saved_before_a_model_field_existed_still_resumes(runs, tmp_path):
+    root, straight, _, _, _ = runs
+    old = tmp_path / "old"
+    shutil.copytree(straight, old)
+    config = _dit_config(root / "vae", root / "cache")
+    with config.unlocked():
+        del config.model["rope_time_scale"]  # as configs were before the field: the same model
+    assert dit_lib.model_fields(config.model)["rope_time_scale"] == 1.0
+    assert train.train_and_evaluate(config, str(old))["step"] == 4
+    config = _dit_config(root / "vae", root / "cache")
+    config.model.rope_time_scale = 2.0  # a different model is still refused
+    with pytest.raises(checkpoints.CheckpointError, match="different config.model"):
+        train.train_and_evaluate(config, str(old))
+
+
 def _command(module, *args):
     return subprocess.run(
         [sys.executable, "-m", module, *args],

@@ -346,6 +346,9 @@ class DiT(nn.Module):
     # Also feed the caption's mean text state into every token's adaLN modulation (through a
     # zero-initialised projection), next to the per-token states cross/joint attention reads.
     pooled_text: bool = False
+    # Multiplies the time coordinate before RoPE: > 1 turns each latent-frame step into a larger
+    # angle on the head's time pairs (experiments/noise_level/position_use.py measures time's use).
+    rope_time_scale: float = 1.0
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -409,6 +412,7 @@ class DiT(nn.Module):
         )(nn.silu(temb_BxNxD))
 
         head_dim = d // self.num_heads
+        coords_BxNx3 = coords_BxNx3 * jnp.array([self.rope_time_scale, 1.0, 1.0], jnp.float32)
         rope_video = rope.rope_angles(coords_BxNx3, head_dim)
         rope_joint = None
         self_segments = None if segments_BxN is None else (segments, segments)
