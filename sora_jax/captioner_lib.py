@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from sora_jax import bundle, checkpoints, sharding, train_lib
+from sora_jax import bundle, checkpoints, config_lib, sharding, train_lib
 from sora_jax.caption_tokenizer import BOS, EOS, PAD, CaptionTokenizer
 from sora_jax.data.shapes_world import vocab
 from sora_jax.models.captioner import Captioner
@@ -36,7 +36,7 @@ _MODEL_DEFAULTS = {"frame_differences": False, "silhouettes": False}
 def model_fields(model) -> dict:
     """config.model (a ConfigDict or a saved config's dict) as the fields a captioner is built
     from, older configs' missing fields filled in."""
-    return {**_MODEL_DEFAULTS, **dict(model)}
+    return config_lib.with_later_fields(model, _MODEL_DEFAULTS)
 
 
 def make_model(model: ml_collections.ConfigDict, vocab_size: int) -> Captioner:

@@ -753,6 +753,12 @@ def warm_start(state: DiTState, model: dit.DiT, source, shardings) -> DiTState:
             "%s predicts %s and this model %s: its last layer's output changes meaning",
             source, loaded.model.prediction, model.prediction,
         )  # fmt: skip
+    if loaded.model.rope_time_scale != model.rope_time_scale:
+        logging.warning(
+            "%s was trained with rope_time_scale %s and this model uses %s: the time angles "
+            "its attention learned change",
+            source, loaded.model.rope_time_scale, model.rope_time_scale,
+        )  # fmt: skip
     params = jax.device_put(params, shardings)
     return state.replace(params=params, ema=jax.tree.map(jnp.copy, params))  # no shared buffers
 
@@ -782,7 +788,7 @@ def _shape_fields(loaded: "Pipeline", model: dit.DiT) -> dict:
     (the patch size not when the blocks are the same: `warm_start` has resized the patch
     layers then, or refused the patch)."""
     differ = {
-        key: loaded.config.model.get(key)
+        key: getattr(loaded.model, key)
         for key in ("mlp_ratio", "activation", "text_mode", "pooled_text")
         if getattr(loaded.model, key) != getattr(model, key)
     }

@@ -117,6 +117,15 @@ def test_rope_scores_depend_only_on_relative_position():
 # ------------------------------------------------------------------------------------------------
 # The transformer.
 # ------------------------------------------------------------------------------------------------
+def test_make_model_passes_every_model_field_of_the_config():
+    config = config_lib.load_config("configs/dit_tiny.py")
+    config.model.update(rope_time_scale=2.5, pooled_text=True, prediction="data")
+    assert set(config.model) == set(dit_lib._DIT_FIELDS) | {"variant", "dtype", "text"}
+    model = dit_lib.make_model(config.model)
+    for key in dit_lib._DIT_FIELDS:
+        assert getattr(model, key) == config.model[key], key
+
+
 def test_variants_decode_and_reject_typos():
     assert dit.decode_variant("S/1x2x2") == dict(
         width=384, depth=12, num_heads=6, patch_size=(1, 2, 2)

@@ -136,7 +136,9 @@ def test_a_run_saved_before_a_model_field_existed_still_resumes(runs, tmp_path):
     with config.unlocked():
         del config.model["rope_time_scale"]  # as configs were before the field: the same model
     assert dit_lib.model_fields(config.model)["rope_time_scale"] == 1.0
+    before = read_metrics(old)
     assert train.train_and_evaluate(config, str(old))["step"] == 4
+    assert read_metrics(old) == before  # resumed at its last step: nothing trained again
     config = _dit_config(root / "vae", root / "cache")
     config.model.rope_time_scale = 2.0  # a different model is still refused
     with pytest.raises(checkpoints.CheckpointError, match="different config.model"):
