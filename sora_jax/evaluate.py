@@ -38,7 +38,6 @@ import numpy as np
 from absl import flags
 
 from sora_jax import (
-    checkpoints,
     cli,
     compare,
     dit_lib,
@@ -250,8 +249,7 @@ def main(argv):
         raise cli.UserError(f"--batch_size must be at least 1, got {_BATCH_SIZE.value}")
     suite = suite_rows()
     start = time.perf_counter()
-    with cli.user_errors(checkpoints.CheckpointError, FileNotFoundError):
-        pipe = dit_lib.load_pipeline(_CHECKPOINT.value)
+    pipe = sampler_flags.load_pipeline(_CHECKPOINT.value)
     load_s = time.perf_counter() - start
     sets = prompt_sets(pipe, suite)
     clips = task_clips(pipe, task_names(pipe), suite)

@@ -28,9 +28,7 @@ from absl import flags
 
 from sora_jax import (
     atomic,
-    checkpoints,
     cli,
-    dit_lib,
     output_flags,
     prompt_expansion,
     prompt_files,
@@ -224,8 +222,7 @@ def main(argv):
         signer = output_flags.signer()
     inputs = [load_inputs(job) for job in jobs]
     start = time.perf_counter()
-    with cli.user_errors(checkpoints.CheckpointError, FileNotFoundError):
-        pipe = dit_lib.load_pipeline(_CHECKPOINT.value)
+    pipe = sampler_flags.load_pipeline(_CHECKPOINT.value)
     load_s = time.perf_counter() - start
     run_frames, run_height, run_width = pipe.config.data.sizes[0]
     height, width = _HEIGHT.value or run_height, _WIDTH.value or run_width

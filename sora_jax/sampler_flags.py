@@ -1,10 +1,17 @@
-"""Flags of the commands that sample the DiT (`generate`, `eval`): solver, steps, guidance and
-timestep shift, read and checked in one place."""
+"""Flags of the commands that sample the DiT (`generate`, `eval`): which checkpoint of a run,
+solver, steps, guidance and timestep shift, read and checked in one place."""
 
 from absl import flags
 
-from sora_jax import cli
+from sora_jax import checkpoints, cli, dit_lib
 from sora_jax.diffusion import samplers
+
+_CHECKPOINT_STEP = flags.DEFINE_integer(
+    "checkpoint_step",
+    None,
+    "The step of the `train` run's checkpoint to sample (one it kept); default: the newest. A "
+    "bundle holds one step.",
+)
 
 _STEPS = flags.DEFINE_integer("steps", 25, "Sampler steps.")
 _CFG = flags.DEFINE_float("cfg", 4.0, "Classifier-free guidance scale (1 = none).")
@@ -37,3 +44,9 @@ def settings() -> dict:
         shift=_SHIFT.value,
         sampler=_SAMPLER.value,
     )
+
+
+def load_pipeline(checkpoint: str) -> dit_lib.Pipeline:
+    """The run or bundle `checkpoint` at --checkpoint_step; cli.UserError if it cannot load."""
+    with cli.user_errors(checkpoints.CheckpointError, FileNotFoundError):
+        return dit_lib.load_pipeline(checkpoint, _CHECKPOINT_STEP.value)

@@ -175,11 +175,12 @@ def test_generate_writes_video_and_sidecar(runs, tmp_path):
     assert record["prompt_policy"] == "disabled (--allow_unsafe_prompts)"
     proc = _generate(
         f"--checkpoint={straight}", f"--prompts={prompts}", f"--out_dir={tmp_path}/default",
-        "--steps=1", "--allow_unsafe_prompts",
+        "--steps=1", "--allow_unsafe_prompts", "--checkpoint_step=2",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     # Without --shift the sidecar records the shift the sampler used: the run's at 80 tokens.
-    assert json.loads((tmp_path / "default" / "0000.json").read_text())["shift"] == 1.0
+    record = json.loads((tmp_path / "default" / "0000.json").read_text())
+    assert record["shift"] == 1.0 and record["step"] == 2  # the older checkpoint asked for
     credentials = provenance.read(tmp_path / "batch" / "0000.mp4")
     assert credentials["state"] == "Valid" and credentials["generation"]["checkpoint_step"] == 4
     assert credentials["generation"]["prompt_policy"] == "disabled (--allow_unsafe_prompts)"
@@ -197,6 +198,7 @@ def test_generate_writes_video_and_sidecar(runs, tmp_path):
         (["--prompt=x", f"--out={out}", "--shift=0"], "finite number > 0"),
         (["--prompt=x", f"--out={out}", "--shift=inf"], "finite number > 0"),
         (["--prompt=x", f"--out={out}", "--steps=0"], "--steps must be at least 1"),
+        (["--prompt=x", f"--out={out}", "--checkpoint_step=3"], "no checkpoint for step 3"),
     ]
     for args, message in bad:  # the prompt policy (its own tests) would add ~5 s a call
         proc = _generate(f"--checkpoint={straight}", "--allow_unsafe_prompts", *args)
@@ -258,11 +260,12 @@ def test_eval_reports_probe_adherence_per_set(runs, tmp_path):
     proc = _command(
         "sora_jax.evaluate", f"--checkpoint={straight}", f"--out_dir={tmp_path}/heldout",
         "--splits=heldout", "--num_prompts=2", "--num_task_clips=1", "--batch_size=4",
-        "--steps=2", "--grid=0", "--nofvd",
+        "--steps=2", "--grid=0", "--nofvd", "--checkpoint_step=2",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     heldout = json.loads((tmp_path / "heldout" / "report.json").read_text())
     assert list(heldout["t2v"]) == ["heldout"] and "fvd" not in heldout["t2v"]["heldout"]
+    assert heldout["step"] == 2
     tasks = heldout["tasks"]
     assert list(tasks) == list(task_eval.TASKS) and all(
         t["num_videos"] == 1 for t in tasks.values()
