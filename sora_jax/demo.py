@@ -17,9 +17,7 @@ import time
 from absl import flags
 
 from sora_jax import (
-    checkpoints,
     cli,
-    dit_lib,
     eval_lib,
     output_flags,
     probe_eval,
@@ -48,8 +46,7 @@ def main(argv):
     if unknown:
         raise cli.UserError(f"unknown --tasks {unknown}; expected some of {task_eval.TASKS}")
     start = time.perf_counter()
-    with cli.user_errors(checkpoints.CheckpointError, FileNotFoundError):
-        pipe = dit_lib.load_pipeline(_CHECKPOINT.value)
+    pipe = sampler_flags.load_pipeline(_CHECKPOINT.value)
     load_s = time.perf_counter() - start
     frames, height, width = pipe.config.data.sizes[0]
     prompts = probe_eval.probe_prompts(pipe.config.data, "heldout", _NUM_PROMPTS.value)

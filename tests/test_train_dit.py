@@ -304,6 +304,7 @@ def test_eval_reports_probe_adherence_per_set(runs, tmp_path):
         ("--cfg_interval=0.5", "0 <= lo < hi <= 1"),
         ("--steps=0", "--steps must be at least 1"),
         ("--batch_size=0", "--batch_size must be at least 1"),
+        ("--checkpoint_step=3", "no checkpoint for step 3"),
     ]:
         proc = _command(
             "sora_jax.evaluate", f"--checkpoint={straight}", f"--out_dir={tmp_path}/bad", flag
@@ -437,6 +438,11 @@ def test_export_writes_a_bundle_that_samples_like_the_run(runs, tmp_path, monkey
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert report["settings"]["cfg"] == 7.0 and report["settings"]["sampler"] == "heun"
+    proc = _command(
+        "sora_jax.demo", f"--checkpoint={out}", f"--out_dir={tmp_path}/demo2", "--checkpoint_step=2"
+    )
+    assert proc.returncode == 2 and "holds the DiT of step 4, not step 2" in proc.stderr
+    assert not (tmp_path / "demo2").exists()
     assert set(report["t2v"]) == {"heldout_9x32x32", "heldout_9x16x32"}
     assert list(report["tasks"]) == ["i2v", "loop"]
     assert (tmp_path / "demo" / "index.html").read_text().count('class="card"') == 4 + 2
