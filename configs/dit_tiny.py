@@ -73,6 +73,10 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.diffusion.t_mean = 0.0  # logit-normal timestep sampling
     config.diffusion.t_std = 1.0
     config.diffusion.text_dropout = 0.1  # classifier-free guidance
+    # The noise prior: each token's noise shares this correlation with the same place's noise
+    # in the clip's other frames (PYoCo's mixed noise; rectified_flow.frame_correlated_noise);
+    # 0: independent. Sampling uses the run's prior.
+    config.diffusion.frame_noise_correlation = 0.0
     # Timestep shift grows with the token count (rectified_flow.shift_for_tokens).
     config.diffusion.shift = ml_collections.ConfigDict(
         dict(base_tokens=256, base_shift=1.0, max_tokens=4096, max_shift=3.0)

@@ -41,6 +41,16 @@ _LATER_MODEL_FIELDS = dict(
 )
 
 
+# Fields added to `config.diffusion` since runs were first saved, at the value those runs used.
+_LATER_DIFFUSION_FIELDS = dict(frame_noise_correlation=0.0)
+
+
+def frame_correlation(diffusion_config) -> float:
+    """A run's `diffusion.frame_noise_correlation` (0 for runs saved before it), checked."""
+    fields = config_lib.with_later_fields(diffusion_config, _LATER_DIFFUSION_FIELDS)
+    return rectified_flow.check_frame_correlation(fields["frame_noise_correlation"])
+
+
 def model_fields(model_config) -> dict:
     """Every field of a DiT config's `model`, those of older runs filled in: what `make_model`
     builds, and what resuming compares."""
@@ -199,6 +209,7 @@ def make_loss_fn(model: dit.DiT, text: encoders.TextEncoder, diffusion, stats):
     fields, optional task conditioning from `tasks.conditioning_batch`: "cond_frames" [B,t] bool
     (head frames clean in place; none = text-to-video) and "tail_latent" / "tail_time" /
     "tail_valid" (frames appended as clean tokens). The flow loss is the same at every step."""
+    correlation = frame_correlation(diffusion)
 
     def loss_fn(params, batch, rng, step=None):
         del step
@@ -214,8 +225,9 @@ def make_loss_fn(model: dit.DiT, text: encoders.TextEncoder, diffusion, stats):
         clip_tokens = int(np.prod(grid))
         shift = rectified_flow.shift_for_tokens(clip_tokens, **diffusion.shift)
         x_t, t_BxN, eps = rectified_flow.training_inputs(
-            t_rng, x0_BxNxP, cond_BxN, shift=shift, t_mean=diffusion.t_mean, t_std=diffusion.t_std
-        )
+            t_rng, x0_BxNxP, cond_BxN, shift=shift, t_mean=diffusion.t_mean,
+            t_std=diffusion.t_std, coords_BxNx3=coords, frame_correlation=correlation,
+        )  # fmt: skip
         states, mask = text_states(params, batch, text)
         v_BxNxP = model.apply(
             {"params": params["dit"]},
@@ -242,6 +254,7 @@ def make_packed_loss_fn(model: dit.DiT, text: encoders.TextEncoder, diffusion, s
     S caption blocks a row and "text_segments" [B, S * Lt]. Each packed clip draws its own
     timestep (shifted for its own token count) and guidance dropout."""
     mean, std = (jnp.asarray(x) for x in stats)
+    correlation = frame_correlation(diffusion)
 
     def loss_fn(params, batch, rng, step=None):
         del step
@@ -258,7 +271,9 @@ def make_packed_loss_fn(model: dit.DiT, text: encoders.TextEncoder, diffusion, s
         )
         t_BxN = jnp.take_along_axis(t_BxS, jnp.clip(segments - 1, 0, clips - 1), axis=1)
         t_BxN = jnp.where(cond_BxN, 0.0, t_BxN)
-        eps = jax.random.normal(eps_rng, x0_BxNxP.shape)
+        eps = rectified_flow.prior_noise(
+            eps_rng, x0_BxNxP.shape, batch["coords"], correlation, segments
+        )
         x_t = rectified_flow.noisy_input(x0_BxNxP, eps, t_BxN, cond_BxN)
         states, mask = text_states(params, batch, text)
         drop = jax.random.bernoulli(drop_rng, diffusion.text_dropout, (b, clips))
@@ -305,8 +320,11 @@ def guided_pair_fn(model: dit.DiT, dit_params, coords_2BxNx3, text_BxLxE, mask_B
 
 @functools.partial(
     jax.jit,
-    static_argnames=("model", "text", "latent_shape", "steps", "sampler", "shift", "cfg_interval"),
-)
+    static_argnames=(
+        "model", "text", "latent_shape", "steps", "sampler", "shift", "cfg_interval",
+        "frame_correlation",
+    ),
+)  # fmt: skip
 def sample_latents(
     model: dit.DiT,
     text: encoders.TextEncoder,
@@ -326,10 +344,12 @@ def sample_latents(
     tail=None,
     init=None,
     strength=1.0,
+    frame_correlation=0.0,
 ):
     """Generates raw (denormalised) latents [B, t, h, w, c] for the given text states.
 
-    `rng`: one key for the whole batch's noise, or a key per row [B].
+    `rng`: one key for the whole batch's noise, or a key per row [B]; the noise is the run's
+    prior (`rectified_flow.prior_noise` with its `frame_correlation`).
 
     Conditioning (raw latents, see `tasks.py`): `head` = (latent [B, t, h, w, c], frames [B, t]
     bool): the marked frames are given and held clean; `tail` [B, K, h, w, c]: the clip's last K
@@ -349,10 +369,7 @@ def sample_latents(
         model, normalize(head_latent, stats), head_frames, tail_inputs
     )
     n = int(np.prod(grid))
-    if rng.ndim == 0:
-        x_start = jax.random.normal(rng, x0_BxNxP.shape)
-    else:  # one key a row: each video's noise depends on its own seed alone
-        x_start = jax.vmap(lambda key: jax.random.normal(key, x0_BxNxP.shape[1:]))(rng)
+    x_start = rectified_flow.prior_noise(rng, x0_BxNxP.shape, coords, frame_correlation)
     if init is not None:
         init_tokens = patching.patchify(normalize(init, stats), model.patch_size)
         x_start = x_start.at[:, :n].set((1.0 - strength) * init_tokens + strength * x_start[:, :n])
@@ -443,6 +460,11 @@ class Pipeline:
     vae_params: Any
     stats: tuple[np.ndarray, np.ndarray]
     step: int
+
+    @property
+    def frame_correlation(self) -> float:
+        """The run's noise prior (`rectified_flow.prior_noise`): 0 is independent noise."""
+        return frame_correlation(self.config.diffusion)
 
     @functools.cached_property
     def embedder(self) -> encoders.CachedEmbedder | None:
@@ -555,6 +577,7 @@ class Pipeline:
             tail=tail,
             init=init,
             strength=strength,
+            frame_correlation=self.frame_correlation,
         )
         return np.asarray(vae_lib.decode(self.vae, self.vae_params, latents))
 
@@ -722,11 +745,14 @@ def abstract_parts(config, text, depth):
     return model, text, train_lib.make_optimizer(config.optimizer, config.total_steps)
 
 
-def warm_start(state: DiTState, model: dit.DiT, source, shardings) -> DiTState:
+def warm_start(
+    state: DiTState, model: dit.DiT, source, shardings, frame_correlation: float = 0.0
+) -> DiTState:
     """`state` of `model` with params and EMA both set to the EMA params of a `train` run or a
     bundle, placed with `shardings` (`config.init_from`; the optimizer starts fresh). A source
     with the same blocks and a coarser patch that `model`'s divides has its patch layers resized
-    (`patching.finer_patch_weights`)."""
+    (`patching.finer_patch_weights`). `frame_correlation`: the new run's noise prior (a source
+    trained on another is warned about)."""
     loaded = load_pipeline(source)
     params = loaded.params
     if loaded.model.patch_size != model.patch_size and _same_blocks(loaded.model, model):
@@ -758,6 +784,12 @@ def warm_start(state: DiTState, model: dit.DiT, source, shardings) -> DiTState:
             "%s was trained with rope_time_scale %s and this model uses %s: the time angles "
             "its attention learned change",
             source, loaded.model.rope_time_scale, model.rope_time_scale,
+        )  # fmt: skip
+    if loaded.frame_correlation != frame_correlation:
+        logging.warning(
+            "%s was trained from noise of frame correlation %s and this run uses %s: it "
+            "starts on a prior it has not seen",
+            source, loaded.frame_correlation, frame_correlation,
         )  # fmt: skip
     params = jax.device_put(params, shardings)
     return state.replace(params=params, ema=jax.tree.map(jnp.copy, params))  # no shared buffers

@@ -183,7 +183,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state = restored
         logging.info("resumed from step %d", start_step)
     elif config.get("init_from"):
-        state = dit_lib.warm_start(state, model, config.init_from, state_shardings.params)
+        state = dit_lib.warm_start(
+            state, model, config.init_from, state_shardings.params,
+            dit_lib.frame_correlation(config.diffusion),
+        )  # fmt: skip
         logging.info("started from the EMA params of %s", config.init_from)
 
     def jit_step(loss_fn, batch_shardings):

@@ -3,8 +3,10 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from sora_jax.diffusion import rectified_flow as rf
+from sora_jax.models import patching
 
 
 def _tokens(seed, shape=(2, 5, 3)):
@@ -147,3 +149,56 @@ def test_ema_update():
         new = rf.ema_update(new, params, 0.9)
     np.testing.assert_allclose(new["w"], 0.9**10, rtol=1e-5)
     np.testing.assert_array_equal(rf.ema_update(ema, params, 0.0)["w"], params["w"])
+
+
+def _correlations(noise_BxTxPxD):
+    """Pearson correlations over rows and features: (same place, frames 0 and 2), (frame 0,
+    places 0 and 1), each token's variance."""
+    x = np.asarray(noise_BxTxPxD)
+
+    def corr(a, b):
+        return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+    return corr(x[:, 0, 0], x[:, 2, 0]), corr(x[:, 0, 0], x[:, 0, 1]), x.var(axis=(0, 3))
+
+
+def test_frame_correlated_noise_shares_a_place_across_frames_only():
+    grid, b, d = (3, 2, 2), 512, 16  # 3 frames of 2x2 tokens
+    coords = patching.grid_coords(grid, b)
+    noise = rf.frame_correlated_noise(jax.random.key(0), (b, 12, d), coords, 0.6)
+    across_frames, across_places, variance = _correlations(noise.reshape(b, 3, 4, d))
+    assert abs(across_frames - 0.6) < 0.05 and abs(across_places) < 0.05
+    np.testing.assert_allclose(variance, 1.0, atol=0.1)  # each token stays N(0, I)
+    # Independent noise for correlation 0: the old draws, one key or one key a row.
+    key, keys = jax.random.key(1), jax.random.split(jax.random.key(2), b)
+    np.testing.assert_array_equal(
+        rf.prior_noise(key, (b, 12, d), coords), jax.random.normal(key, (b, 12, d))
+    )
+    by_row = rf.prior_noise(keys, (b, 12, d), coords)
+    np.testing.assert_array_equal(by_row[3], jax.random.normal(keys[3], (12, d)))
+    # With a key a row, a row's noise is its key's alone (a video does not change with its batch).
+    correlated = rf.prior_noise(keys, (b, 12, d), coords, 0.6)
+    alone = rf.prior_noise(keys[3:4], (1, 12, d), coords[:1], 0.6)
+    np.testing.assert_array_equal(correlated[3], alone[0])
+    # Two clips packed in one row (segments 1 and 2, the same places) share nothing.
+    two = jnp.concatenate([coords, coords], axis=1)
+    segments = jnp.repeat(jnp.array([1, 2], jnp.int32), 12)[None].repeat(b, 0)
+    packed = rf.prior_noise(key, (b, 24, d), two, 0.6, segments)
+    assert abs(_correlations(packed.reshape(b, 6, 4, d)[:, 2:5])[0]) < 0.05  # frame 2 vs 4
+    assert abs(_correlations(packed.reshape(b, 6, 4, d))[0] - 0.6) < 0.05  # frames 0 and 2
+
+
+def test_training_inputs_draw_the_frame_correlated_prior():
+    b, d = 512, 8
+    coords = patching.grid_coords((3, 1, 2), b)
+    x0, cond = jnp.zeros((b, 6, d)), jnp.zeros((b, 6), bool)
+    _, _, eps = rf.training_inputs(
+        jax.random.key(3), x0, cond, shift=1.0, coords_BxNx3=coords, frame_correlation=0.5
+    )
+    across_frames, across_places, _ = _correlations(eps.reshape(b, 3, 2, d))
+    assert abs(across_frames - 0.5) < 0.05 and abs(across_places) < 0.05
+    _, _, independent = rf.training_inputs(jax.random.key(3), x0, cond, shift=1.0)
+    assert abs(_correlations(independent.reshape(b, 3, 2, d))[0]) < 0.05
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match=r"in \[0, 1\)"):
+            rf.check_frame_correlation(bad)

@@ -3,12 +3,14 @@ resume, logs, samples, the sidecar, bad input; and a tiny overfit of the flow lo
 
 import html
 import json
+import logging
 import re
 import shutil
 import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -30,7 +32,7 @@ from sora_jax import (
     vae_lib,
 )
 from sora_jax.data import latent_cache, sources
-from sora_jax.diffusion import samplers
+from sora_jax.diffusion import rectified_flow, samplers
 from sora_jax.metric_writers import read_metrics
 from sora_jax.video_io import read_video, write_video
 
@@ -375,10 +377,13 @@ def test_generate_every_task(runs, tmp_path):
     assert record["task"] == "v2v" and record["strength"] == 0.5 and record["video"]
 
 
-def test_packed_training_on_mixed_shapes(runs):
-    """Clips of three shapes (an image among them) packed into rows of one length: it trains."""
+def test_packed_training_on_mixed_shapes(runs, monkeypatch):
+    """Clips of three shapes (an image among them) packed into rows of one length: it trains,
+    here from the frame-correlated noise prior."""
     root, _, _, _, _ = runs
     config = _dit_config(root / "vae", root / "cache_mixed", steps=2)
+    config.diffusion.frame_noise_correlation = 0.5
+    drawn = _record_prior_noise(monkeypatch)
     config.data.sizes = ((9, 32, 32), (1, 32, 32), (5, 32, 48))
     config.packing.enabled = True
     config.packing.seq_len = 48  # 9x32x32 -> 12 tokens + 8 of tails; 5x32x48 -> 12 + 6
@@ -387,9 +392,43 @@ def test_packed_training_on_mixed_shapes(runs):
     config.sample_every = 100
     result = train.train_and_evaluate(config, str(root / "packed"))
     assert result["step"] == 2 and np.isfinite(result["loss"]) and 0.3 < result["fill"] <= 1.0
+    # The packed loss, then the run's closing samples: both from the run's prior.
+    assert drawn == [(0.5, True), (0.5, False)]
     meta = latent_cache.read_meta(root / "cache_mixed")
     shapes = set(latent_cache.LatentCacheSource(root / "cache_mixed").latent_shapes)
     assert meta["num_clips"] == 40 and shapes == {(3, 4, 4, 16), (1, 4, 4, 16), (2, 4, 6, 16)}
+
+
+def _record_prior_noise(monkeypatch) -> list[tuple[float, bool]]:
+    """(frame correlation, segments given) of every `prior_noise` call traced from here on."""
+    drawn, original = [], rectified_flow.prior_noise
+
+    def recording(rng, shape, coords=None, frame_correlation=0.0, segments=None):
+        drawn.append((frame_correlation, segments is not None))
+        return original(rng, shape, coords, frame_correlation, segments)
+
+    monkeypatch.setattr(rectified_flow, "prior_noise", recording)
+    return drawn
+
+
+def test_the_runs_noise_prior_reaches_training_and_sampling(runs, monkeypatch):
+    _, straight, _, _, _ = runs
+    pipe = dit_lib.load_pipeline(straight)
+    assert pipe.frame_correlation == 0.0
+    # A run saved before the field existed trained on independent noise.
+    assert dit_lib.frame_correlation(ml_collections.ConfigDict({"t_mean": 0.0})) == 0.0
+    drawn = _record_prior_noise(monkeypatch)
+    pipe.config.diffusion.frame_noise_correlation = 0.7
+    prompts = ["a small red circle moves left on a black background"]
+    pipe.generate(prompts, frames=9, height=32, width=32, steps=1, cfg=1.0, seed=0)
+    assert drawn == [(0.7, False)]  # the sampler's start
+    loss_fn = dit_lib.make_loss_fn(pipe.model, pipe.text, pipe.config.diffusion, pipe.stats)
+    batch = {"latent": jnp.zeros(pipe.latent_shape(2, 9, 32, 32)), **pipe.text_batch(prompts * 2)}
+    loss, _ = loss_fn(pipe.params, batch, jax.random.key(0))
+    assert np.isfinite(loss) and drawn[-1] == (0.7, False)
+    pipe.config.diffusion.frame_noise_correlation = 1.0
+    with pytest.raises(ValueError, match=r"in \[0, 1\)"):
+        dit_lib.make_loss_fn(pipe.model, pipe.text, pipe.config.diffusion, pipe.stats)
 
 
 def _assert_trees_equal(a, b):
@@ -543,7 +582,7 @@ def test_export_ships_a_decoder_fine_tune_with_the_runs_encoder(runs, tmp_path):
     assert not (tmp_path / "refused").exists()
 
 
-def test_training_starts_from_a_bundle(runs, tmp_path):
+def test_training_starts_from_a_bundle(runs, tmp_path, caplog):
     """`init_from`: with a zero learning rate one step later the params are still the bundle's."""
     root, straight, _, _, _ = runs
     shipped = tmp_path / "bundle"
@@ -563,7 +602,10 @@ def test_training_starts_from_a_bundle(runs, tmp_path):
     config.optimizer.learning_rate = 0.0
     config.init_from = str(shipped)
     config.sample_every = 100
-    train.train_and_evaluate(config, str(tmp_path / "dit"))
+    config.diffusion.frame_noise_correlation = 0.3  # a prior the bundle was not trained on
+    with caplog.at_level(logging.WARNING):
+        train.train_and_evaluate(config, str(tmp_path / "dit"))
+    assert "noise of frame correlation 0.0 and this run uses 0.3" in caplog.text
     assert dit_lib.read_vae_ref(tmp_path / "dit")["step"] == 1
     started = dit_lib.load_pipeline(tmp_path / "dit").params
     # The EMA's decay * p + (1 - decay) * p may round in the last bit.

@@ -24,6 +24,7 @@ import numpy as np
 
 from sora_jax import dit_lib, probe_eval, task_generation, vae_lib
 from sora_jax.data.shapes_world import probe
+from sora_jax.diffusion import rectified_flow
 
 ONE_STEP_TS = (0.3, 0.5, 0.7, 0.85, 0.95)
 STRENGTHS = (0.3, 0.5, 0.7, 0.85, 0.93, 1.0)
@@ -51,7 +52,7 @@ def one_step_errors(
     )
     coords = positions(coords)
     text_in, mask = dit_lib.text_states(pipe.params, pipe.text_batch(captions), pipe.text)
-    eps = jax.random.normal(jax.random.key(0), x0.shape)
+    eps = rectified_flow.prior_noise(jax.random.key(0), x0.shape, coords, pipe.frame_correlation)
     variance = float(jnp.var(x0))
     rows = []
     for t in ts:

@@ -12,6 +12,7 @@ and are never noised, predicted or scored; padding tokens from sequence packing 
 False) are not scored either.
 """
 
+import math
 import numbers
 
 import jax
@@ -92,8 +93,68 @@ def flow_loss(v_pred_BxNxD, x0_BxNxD, eps_BxNxD, cond_BxN, valid_BxN):
     return jnp.sum(err_BxN) / jnp.maximum(jnp.sum(loss_BxN), 1)
 
 
-def training_inputs(rng, x0_BxNxD, cond_BxN, *, shift, t_mean=0.0, t_std=1.0):
-    """Draws (x_t, t_BxN, eps) for one training step.
+def check_frame_correlation(correlation) -> float:
+    """`correlation` as a float; ValueError unless 0 <= correlation < 1."""
+    if not 0.0 <= correlation < 1.0:
+        raise ValueError(f"the frame noise correlation must be in [0, 1), got {correlation}")
+    return float(correlation)
+
+
+def frame_correlated_noise(rng, shape, coords_BxNx3, correlation: float, segments_BxN=None):
+    """Standard-normal noise [B, N, D] whose tokens at one place of a clip share a part across
+    its frames: eps = sqrt(c) shared(clip, h, w) + sqrt(1 - c) own, so each token is still
+    N(0, I) and two frames' tokens at the same (h, w) correlate by c, other pairs not at all.
+
+    The "mixed" noise prior of Ge et al. 2023 (PYoCo; their alpha is c / (1 - c)); VideoFusion
+    (Luo et al. 2023) likewise shares a base noise between frames. Independent noise asks the
+    model to pick an object's layout for every frame from unrelated draws; a shared part gives
+    every frame the same draw to pick it from. Rectified flow carries whatever prior it is
+    trained from to the data, so a model trained on this noise must be sampled from it.
+
+    `rng`: one key, or one key a row [B] (a row's noise then depends on its key alone).
+    `coords_BxNx3`: the tokens' integer (t, h, w) grid positions; `segments_BxN`: the clip each
+    token belongs to in packed rows (None: one clip a row), so packed clips share nothing.
+    """
+    keys = jax.random.split(rng, shape[0]) if rng.ndim == 0 else rng
+    if segments_BxN is None:
+        segments_BxN = jnp.zeros(shape[:2], jnp.int32)
+    places_BxNx3 = jnp.concatenate(
+        [segments_BxN[..., None], coords_BxNx3[..., 1:]], axis=-1
+    ).astype(jnp.int32)
+
+    def row(key, places_Nx3):
+        own_key, shared_key = jax.random.split(key)
+
+        def shared_at(place_3):
+            key = shared_key
+            for i in range(3):
+                key = jax.random.fold_in(key, place_3[i])
+            return jax.random.normal(key, shape[2:])
+
+        own = jax.random.normal(own_key, shape[1:])
+        return (
+            math.sqrt(correlation) * jax.vmap(shared_at)(places_Nx3)
+            + math.sqrt(1.0 - correlation) * own
+        )
+
+    return jax.vmap(row)(keys, places_BxNx3)
+
+
+def prior_noise(rng, shape, coords_BxNx3=None, frame_correlation=0.0, segments_BxN=None):
+    """The noise a run trains and samples from: independent N(0, I) (`frame_correlation` 0) or
+    `frame_correlated_noise`. `rng`: one key, or one key a row [B]."""
+    if frame_correlation:
+        return frame_correlated_noise(rng, shape, coords_BxNx3, frame_correlation, segments_BxN)
+    if rng.ndim == 0:
+        return jax.random.normal(rng, shape)
+    return jax.vmap(lambda key: jax.random.normal(key, shape[1:]))(rng)
+
+
+def training_inputs(
+    rng, x0_BxNxD, cond_BxN, *, shift, t_mean=0.0, t_std=1.0, coords_BxNx3=None,
+    frame_correlation=0.0,
+):  # fmt: skip
+    """Draws (x_t, t_BxN, eps) for one training step; eps from `prior_noise`.
 
     The training distribution uses ONE timestep per example, shared by all of its tokens (logit-
     normal, then shifted), with conditioning tokens at t = 0: that is the only mixture the
@@ -104,7 +165,8 @@ def training_inputs(rng, x0_BxNxD, cond_BxN, *, shift, t_mean=0.0, t_std=1.0):
     batch = x0_BxNxD.shape[0]
     t_B = shift_t(sample_t(t_rng, (batch,), mean=t_mean, std=t_std), shift)
     t_BxN = jnp.where(cond_BxN, 0.0, t_B[:, None])
-    eps_BxNxD = jax.random.normal(eps_rng, x0_BxNxD.shape, x0_BxNxD.dtype)
+    eps_BxNxD = prior_noise(eps_rng, x0_BxNxD.shape, coords_BxNx3, frame_correlation)
+    eps_BxNxD = eps_BxNxD.astype(x0_BxNxD.dtype)
     return noisy_input(x0_BxNxD, eps_BxNxD, t_BxN, cond_BxN), t_BxN, eps_BxNxD
 
 
