@@ -45,10 +45,17 @@ _LATER_MODEL_FIELDS = dict(
 _LATER_DIFFUSION_FIELDS = dict(frame_noise_correlation=0.0)
 
 
-def frame_correlation(diffusion_config) -> float:
-    """A run's `diffusion.frame_noise_correlation` (0 for runs saved before it), checked."""
+def frame_correlation(diffusion_config, model: dit.DiT | None = None) -> float:
+    """A run's `diffusion.frame_noise_correlation` (0 for runs saved before it), checked; with
+    `model`, also that its tokens are one latent frame deep (the prior correlates tokens, so a
+    temporal patch > 1 would leave the frames inside a token independent)."""
     fields = config_lib.with_later_fields(diffusion_config, _LATER_DIFFUSION_FIELDS)
-    return rectified_flow.check_frame_correlation(fields["frame_noise_correlation"])
+    correlation = rectified_flow.check_frame_correlation(fields["frame_noise_correlation"])
+    if correlation and model is not None and model.patch_size[0] != 1:
+        raise ValueError(
+            f"a frame noise correlation needs a temporal patch size of 1, got {model.patch_size}"
+        )
+    return correlation
 
 
 def model_fields(model_config) -> dict:
@@ -209,7 +216,7 @@ def make_loss_fn(model: dit.DiT, text: encoders.TextEncoder, diffusion, stats):
     fields, optional task conditioning from `tasks.conditioning_batch`: "cond_frames" [B,t] bool
     (head frames clean in place; none = text-to-video) and "tail_latent" / "tail_time" /
     "tail_valid" (frames appended as clean tokens). The flow loss is the same at every step."""
-    correlation = frame_correlation(diffusion)
+    correlation = frame_correlation(diffusion, model)
 
     def loss_fn(params, batch, rng, step=None):
         del step
@@ -254,7 +261,7 @@ def make_packed_loss_fn(model: dit.DiT, text: encoders.TextEncoder, diffusion, s
     S caption blocks a row and "text_segments" [B, S * Lt]. Each packed clip draws its own
     timestep (shifted for its own token count) and guidance dropout."""
     mean, std = (jnp.asarray(x) for x in stats)
-    correlation = frame_correlation(diffusion)
+    correlation = frame_correlation(diffusion, model)
 
     def loss_fn(params, batch, rng, step=None):
         del step

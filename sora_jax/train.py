@@ -177,7 +177,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         data_iterator,
         config,
         check_keys=(),
-        checks={"config.model": lambda c: dit_lib.model_fields(c["model"])},
+        checks={
+            "config.model": lambda c: dit_lib.model_fields(c["model"]),
+            # The prior defines the flow being learned: a run continues on its own.
+            "config.diffusion.frame_noise_correlation": (
+                lambda c: dit_lib.frame_correlation(c["diffusion"])
+            ),
+        },
     )
     if restored is not None:
         state = restored

@@ -169,6 +169,9 @@ def test_frame_correlated_noise_shares_a_place_across_frames_only():
     across_frames, across_places, variance = _correlations(noise.reshape(b, 3, 4, d))
     assert abs(across_frames - 0.6) < 0.05 and abs(across_places) < 0.05
     np.testing.assert_allclose(variance, 1.0, atol=0.1)  # each token stays N(0, I)
+    by_place = np.asarray(noise.reshape(b, 3, 4, d)[:, :, 0])
+    rows = np.corrcoef(by_place[: b // 2].ravel(), by_place[b // 2 :].ravel())[0, 1]
+    assert abs(rows) < 0.05  # one key for the batch: its rows share nothing
     # Independent noise for correlation 0: the old draws, one key or one key a row.
     key, keys = jax.random.key(1), jax.random.split(jax.random.key(2), b)
     np.testing.assert_array_equal(
@@ -189,7 +192,7 @@ def test_frame_correlated_noise_shares_a_place_across_frames_only():
 
 
 def test_training_inputs_draw_the_frame_correlated_prior():
-    b, d = 512, 8
+    b, d = 1024, 8
     coords = patching.grid_coords((3, 1, 2), b)
     x0, cond = jnp.zeros((b, 6, d)), jnp.zeros((b, 6), bool)
     _, _, eps = rf.training_inputs(

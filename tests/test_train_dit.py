@@ -145,6 +145,14 @@ def test_a_run_saved_before_a_model_field_existed_still_resumes(runs, tmp_path):
     config.model.rope_time_scale = 2.0  # a different model is still refused
     with pytest.raises(checkpoints.CheckpointError, match="different config.model"):
         train.train_and_evaluate(config, str(old))
+    config = _dit_config(root / "vae", root / "cache")
+    with config.unlocked():
+        del config.diffusion["frame_noise_correlation"]  # likewise: the same prior, resumes
+    assert train.train_and_evaluate(config, str(old))["step"] == 4
+    config = _dit_config(root / "vae", root / "cache")
+    config.diffusion.frame_noise_correlation = 0.5  # another prior is refused
+    with pytest.raises(checkpoints.CheckpointError, match="frame_noise_correlation"):
+        train.train_and_evaluate(config, str(old))
 
 
 def _command(module, *args):
@@ -426,6 +434,9 @@ def test_the_runs_noise_prior_reaches_training_and_sampling(runs, monkeypatch):
     batch = {"latent": jnp.zeros(pipe.latent_shape(2, 9, 32, 32)), **pipe.text_batch(prompts * 2)}
     loss, _ = loss_fn(pipe.params, batch, jax.random.key(0))
     assert np.isfinite(loss) and drawn[-1] == (0.7, False)
+    coarse = dit_lib.make_model({**pipe.config.model.to_dict(), "variant": "micro/3x2x2"})
+    with pytest.raises(ValueError, match="temporal patch size of 1"):
+        dit_lib.make_loss_fn(coarse, pipe.text, pipe.config.diffusion, pipe.stats)
     pipe.config.diffusion.frame_noise_correlation = 1.0
     with pytest.raises(ValueError, match=r"in \[0, 1\)"):
         dit_lib.make_loss_fn(pipe.model, pipe.text, pipe.config.diffusion, pipe.stats)

@@ -50,9 +50,10 @@ def one_step_errors(
     x0, coords, _, _, grid = dit_lib.token_inputs(
         pipe.model, normalized, jnp.zeros(latent.shape[:2], bool)
     )
+    # The run's prior at the real positions: the same noise whatever `positions` does.
+    eps = rectified_flow.prior_noise(jax.random.key(0), x0.shape, coords, pipe.frame_correlation)
     coords = positions(coords)
     text_in, mask = dit_lib.text_states(pipe.params, pipe.text_batch(captions), pipe.text)
-    eps = rectified_flow.prior_noise(jax.random.key(0), x0.shape, coords, pipe.frame_correlation)
     variance = float(jnp.var(x0))
     rows = []
     for t in ts:
