@@ -45,7 +45,7 @@ _LATER_MODEL_FIELDS = dict(
 _LATER_DIFFUSION_FIELDS = dict(frame_noise_correlation=0.0)
 
 
-def frame_correlation(diffusion_config, model: dit.DiT | None = None) -> float:
+def noise_prior_correlation(diffusion_config, model: dit.DiT | None = None) -> float:
     """A run's `diffusion.frame_noise_correlation` (0 for runs saved before it), checked; with
     `model`, also that its tokens are one latent frame deep (the prior correlates tokens, so a
     temporal patch > 1 would leave the frames inside a token independent)."""
@@ -216,7 +216,7 @@ def make_loss_fn(model: dit.DiT, text: encoders.TextEncoder, diffusion, stats):
     fields, optional task conditioning from `tasks.conditioning_batch`: "cond_frames" [B,t] bool
     (head frames clean in place; none = text-to-video) and "tail_latent" / "tail_time" /
     "tail_valid" (frames appended as clean tokens). The flow loss is the same at every step."""
-    correlation = frame_correlation(diffusion, model)
+    correlation = noise_prior_correlation(diffusion, model)
 
     def loss_fn(params, batch, rng, step=None):
         del step
@@ -261,7 +261,7 @@ def make_packed_loss_fn(model: dit.DiT, text: encoders.TextEncoder, diffusion, s
     S caption blocks a row and "text_segments" [B, S * Lt]. Each packed clip draws its own
     timestep (shifted for its own token count) and guidance dropout."""
     mean, std = (jnp.asarray(x) for x in stats)
-    correlation = frame_correlation(diffusion, model)
+    correlation = noise_prior_correlation(diffusion, model)
 
     def loss_fn(params, batch, rng, step=None):
         del step
@@ -471,7 +471,7 @@ class Pipeline:
     @property
     def frame_correlation(self) -> float:
         """The run's noise prior (`rectified_flow.prior_noise`): 0 is independent noise."""
-        return frame_correlation(self.config.diffusion)
+        return noise_prior_correlation(self.config.diffusion, self.model)
 
     @functools.cached_property
     def embedder(self) -> encoders.CachedEmbedder | None:
@@ -753,7 +753,7 @@ def abstract_parts(config, text, depth):
 
 
 def warm_start(
-    state: DiTState, model: dit.DiT, source, shardings, frame_correlation: float = 0.0
+    state: DiTState, model: dit.DiT, source, shardings, *, frame_correlation: float
 ) -> DiTState:
     """`state` of `model` with params and EMA both set to the EMA params of a `train` run or a
     bundle, placed with `shardings` (`config.init_from`; the optimizer starts fresh). A source

@@ -1,5 +1,5 @@
-"""Flags of the commands that sample the DiT (`generate`, `eval`): which checkpoint of a run,
-solver, steps, guidance and timestep shift, read and checked in one place."""
+"""Flags of the commands that sample the DiT (`generate`, `eval`, `demo`): which checkpoint of
+a run, solver, steps, guidance and timestep shift, read and checked in one place."""
 
 from absl import flags
 

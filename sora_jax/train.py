@@ -130,10 +130,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             "factorized attention cannot read appended tail frames: give the tasks "
             f"{[t for t in weights if tasks.layout(t, config.tasks.context)[1]]} weight 0"
         )
+    model = dit_lib.make_model(config.model)
+    # Checked before the latent cache is built: the run's noise prior fits its model.
+    frame_correlation = dit_lib.noise_prior_correlation(config.diffusion, model)
     meta = prepare_latents(config, workdir, tail_lengths)
     stats = latent_cache.latent_stats(meta)
 
-    model = dit_lib.make_model(config.model)
     text = encoders.make_text_encoder(config.model.text)
     optimizer = train_lib.make_optimizer(config.optimizer, config.total_steps)
     source = latent_cache.LatentCacheSource(meta["dir"])
@@ -181,7 +183,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             "config.model": lambda c: dit_lib.model_fields(c["model"]),
             # The prior defines the flow being learned: a run continues on its own.
             "config.diffusion.frame_noise_correlation": (
-                lambda c: dit_lib.frame_correlation(c["diffusion"])
+                lambda c: dit_lib.noise_prior_correlation(c["diffusion"])
             ),
         },
     )
@@ -191,7 +193,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     elif config.get("init_from"):
         state = dit_lib.warm_start(
             state, model, config.init_from, state_shardings.params,
-            dit_lib.frame_correlation(config.diffusion),
+            frame_correlation=frame_correlation,
         )  # fmt: skip
         logging.info("started from the EMA params of %s", config.init_from)
 

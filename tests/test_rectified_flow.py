@@ -205,3 +205,5 @@ def test_training_inputs_draw_the_frame_correlated_prior():
     for bad in (-0.1, 1.0):
         with pytest.raises(ValueError, match=r"in \[0, 1\)"):
             rf.check_frame_correlation(bad)
+    with pytest.raises(ValueError, match="needs the tokens' coordinates"):
+        rf.prior_noise(jax.random.key(0), (1, 6, d), None, 0.5)

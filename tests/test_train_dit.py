@@ -424,7 +424,7 @@ def test_the_runs_noise_prior_reaches_training_and_sampling(runs, monkeypatch):
     pipe = dit_lib.load_pipeline(straight)
     assert pipe.frame_correlation == 0.0
     # A run saved before the field existed trained on independent noise.
-    assert dit_lib.frame_correlation(ml_collections.ConfigDict({"t_mean": 0.0})) == 0.0
+    assert dit_lib.noise_prior_correlation(ml_collections.ConfigDict({"t_mean": 0.0})) == 0.0
     drawn = _record_prior_noise(monkeypatch)
     pipe.config.diffusion.frame_noise_correlation = 0.7
     prompts = ["a small red circle moves left on a black background"]

@@ -41,6 +41,12 @@ def x0_estimate(pipe, x_t, t, coords, grid, text_in, mask, drop_text=False) -> j
     return x_t - t * v
 
 
+def probe_noise(pipe, x0, coords) -> jnp.ndarray:
+    """The noise these probes add to tokens x0 [B, N, D] at grid `coords`: a fixed draw from
+    the run's own prior (`rectified_flow.prior_noise`)."""
+    return rectified_flow.prior_noise(jax.random.key(0), x0.shape, coords, pipe.frame_correlation)
+
+
 def one_step_errors(
     pipe, latent, captions, ts=ONE_STEP_TS, positions=lambda coords: coords
 ) -> list[tuple[float, float, float]]:
@@ -51,7 +57,7 @@ def one_step_errors(
         pipe.model, normalized, jnp.zeros(latent.shape[:2], bool)
     )
     # The run's prior at the real positions: the same noise whatever `positions` does.
-    eps = rectified_flow.prior_noise(jax.random.key(0), x0.shape, coords, pipe.frame_correlation)
+    eps = probe_noise(pipe, x0, coords)
     coords = positions(coords)
     text_in, mask = dit_lib.text_states(pipe.params, pipe.text_batch(captions), pipe.text)
     variance = float(jnp.var(x0))

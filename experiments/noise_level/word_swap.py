@@ -18,15 +18,13 @@ import argparse
 import json
 import re
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-from denoise_by_t import x0_estimate  # this script's sibling
+from denoise_by_t import probe_noise, x0_estimate  # this script's sibling
 
 from sora_jax import dit_lib, probe_eval, vae_lib
 from sora_jax.data.shapes_world import render, scenes, vocab
 from sora_jax.data.shapes_world.world import ShapesWorldSource
-from sora_jax.diffusion import rectified_flow
 from sora_jax.models import dit
 
 TS = (0.3, 0.5, 0.7, 0.85, 0.95, 1.0)
@@ -128,8 +126,7 @@ def main() -> None:
         pipe.model, latent, jnp.zeros(latent.shape[:2], bool)
     )
     variance = float(jnp.var(x0))
-    # denoise_by_t.py's noise
-    eps = rectified_flow.prior_noise(jax.random.key(0), x0.shape, coords, pipe.frame_correlation)
+    eps = probe_noise(pipe, x0, coords)
     swapped = {name: [swap_word(c, table) for c in captions] for name, table in SWAPS.items()}
     print(f"{args.checkpoint}: {args.clips} unseen train clips, 17x64x64, conditional estimates")
     print("(clips whose caption has the word: " + ", ".join(

@@ -112,8 +112,9 @@ def frame_correlated_noise(rng, shape, coords_BxNx3, correlation: float, segment
     trained from to the data, so a model trained on this noise must be sampled from it.
 
     `rng`: one key, or one key a row [B] (a row's noise then depends on its key alone).
-    `coords_BxNx3`: the tokens' integer (t, h, w) grid positions; `segments_BxN`: the clip each
-    token belongs to in packed rows (None: one clip a row), so packed clips share nothing.
+    `coords_BxNx3`: the tokens' integer-valued (t, h, w) grid positions; `segments_BxN`: the
+    clip each token belongs to in packed rows (None: one clip a row), so packed clips share
+    nothing.
     """
     keys = jax.random.split(rng, shape[0]) if rng.ndim == 0 else rng
     if segments_BxN is None:
@@ -144,6 +145,8 @@ def prior_noise(rng, shape, coords_BxNx3=None, frame_correlation=0.0, segments_B
     """The noise a run trains and samples from: independent N(0, I) (`frame_correlation` 0) or
     `frame_correlated_noise`. `rng`: one key, or one key a row [B]."""
     if frame_correlation:
+        if coords_BxNx3 is None:
+            raise ValueError("frame-correlated noise needs the tokens' coordinates")
         return frame_correlated_noise(rng, shape, coords_BxNx3, frame_correlation, segments_BxN)
     if rng.ndim == 0:
         return jax.random.normal(rng, shape)
