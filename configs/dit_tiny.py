@@ -62,6 +62,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     # The time coordinate's RoPE multiplier (models/dit.py): > 1 sets latent frames further
     # apart in angle.
     config.model.rope_time_scale = 1.0
+    # Also add each token's fractional (t, h, w) place in its clip, an absolute position signal
+    # beside RoPE's relative one (models/dit.py, `clip_fractions`).
+    config.model.absolute_position = False
     config.model.text = ml_collections.ConfigDict()
     config.model.text.name = arg.text  # "minilm" (pretrained, frozen) | "small" (trained)
     config.model.text.max_length = 128  # detailed captions run to ~100 tokens

@@ -38,6 +38,7 @@ _LATER_MODEL_FIELDS = dict(
     prediction="velocity",
     pooled_text=False,
     rope_time_scale=1.0,
+    absolute_position=False,
 )
 
 
@@ -78,6 +79,7 @@ _DIT_FIELDS = (
     "prediction",
     "pooled_text",
     "rope_time_scale",
+    "absolute_position",
 )
 
 
@@ -828,7 +830,7 @@ def _shape_fields(loaded: "Pipeline", model: dit.DiT) -> dict:
     layers then, or refused the patch)."""
     differ = {
         key: getattr(loaded.model, key)
-        for key in ("mlp_ratio", "activation", "text_mode", "pooled_text")
+        for key in ("mlp_ratio", "activation", "text_mode", "pooled_text", "absolute_position")
         if getattr(loaded.model, key) != getattr(model, key)
     }
     if not _same_blocks(loaded.model, model):

@@ -119,7 +119,9 @@ def test_rope_scores_depend_only_on_relative_position():
 # ------------------------------------------------------------------------------------------------
 def test_make_model_passes_every_model_field_of_the_config():
     config = config_lib.load_config("configs/dit_tiny.py")
-    config.model.update(rope_time_scale=2.5, pooled_text=True, prediction="data")
+    config.model.update(
+        rope_time_scale=2.5, pooled_text=True, prediction="data", absolute_position=True
+    )
     assert set(config.model) == set(dit_lib._DIT_FIELDS) | {"variant", "dtype", "text"}
     model = dit_lib.make_model(config.model)
     for key in dit_lib._DIT_FIELDS:
@@ -259,28 +261,56 @@ def test_text_padding_and_null_text(pooled_text):
     assert float(jnp.abs(_apply(model, params, inp, drop_text_B=drop) - base).max()) > 1e-4
 
 
-def test_pooled_text_enters_adaln_through_a_zero_initialised_projection():
+@pytest.mark.parametrize(
+    "field, layer", [("pooled_text", "text_pool"), ("absolute_position", "position_embed")]
+)
+def test_optional_inputs_enter_through_a_zero_initialised_projection(field, layer):
+    """The pooled caption (into adaLN) and the tokens' places in their clips (into the token
+    embeddings): at zero the plain model, trained they move the output."""
     inp = _inputs()
     plain = dit.dit_from_variant("micro/1x2x2")
-    pooled = dit.dit_from_variant("micro/1x2x2", pooled_text=True)
-    initial = nn.unbox(_variables(pooled, inp)["params"])
-    assert not np.any(initial["text_pool"]["kernel"])
-    params = _init(pooled, inp)
-    without = {k: v for k, v in params.items() if k != "text_pool"}
+    extended = dit.dit_from_variant("micro/1x2x2", **{field: True})
+    assert not np.any(nn.unbox(_variables(extended, inp)["params"])[layer]["kernel"])
+    params = _init(extended, inp)
+    without = {k: v for k, v in params.items() if k != layer}
     assert set(without) == set(_init(plain, inp))
-    zeroed = dict(params, text_pool=jax.tree.map(jnp.zeros_like, params["text_pool"]))
-    np.testing.assert_allclose(_apply(pooled, zeroed, inp), _apply(plain, without, inp), atol=1e-6)
-    # Trained, the projection carries the caption's mean over its real tokens.
-    assert float(jnp.abs(_apply(pooled, params, inp) - _apply(plain, without, inp)).max()) > 1e-4
+    zeroed = dict(params, **{layer: jax.tree.map(jnp.zeros_like, params[layer])})
+    np.testing.assert_allclose(
+        _apply(extended, zeroed, inp), _apply(plain, without, inp), atol=1e-6
+    )
+    assert float(jnp.abs(_apply(extended, params, inp) - _apply(plain, without, inp)).max()) > 1e-4
+
+
+def test_pool_text_is_the_mean_over_real_tokens():
+    inp = _inputs()
     mean = jnp.sum(inp["text"] * inp["text_mask"][..., None], 1) / inp["text_mask"].sum(1)[:, None]
     np.testing.assert_allclose(
         dit.pool_text(inp["text"], inp["text_mask"])[:, 0], mean, rtol=1e-5, atol=1e-6
     )
 
 
-def test_packed_clips_equal_separate_clips():
+def test_clip_fractions_place_each_token_in_its_own_clip():
+    coords = patching.grid_coords((3, 2, 5), 1)  # t, h, w
+    fractions = dit.clip_fractions(coords)
+    np.testing.assert_allclose(fractions, coords / jnp.array([2.0, 1.0, 4.0]))
+    image = patching.grid_coords((1, 2, 3), 1)  # one frame: time stays at 0
+    np.testing.assert_allclose(dit.clip_fractions(image)[..., 0], 0.0)
+    # Packed: a clip's fractions are its own, wherever it sits and whatever its coordinates
+    # start at; padding (segment 0) does not move them.
+    shifted = image + jnp.array([4.0, 7.0, 1.0])
+    packed = jnp.concatenate([coords, shifted, jnp.full((1, 2, 3), 50.0)], axis=1)
+    segments = jnp.asarray([[1] * 30 + [2] * 6 + [0] * 2])
+    out = dit.clip_fractions(packed, segments)
+    np.testing.assert_allclose(out[:, :30], fractions)
+    np.testing.assert_allclose(out[:, 30:36], dit.clip_fractions(image))
+    features = dit.fraction_features(out, num_freqs=4)
+    assert features.shape == (1, 38, 24) and float(jnp.abs(features).max()) <= 1.0
+
+
+@pytest.mark.parametrize("absolute_position", [False, True])
+def test_packed_clips_equal_separate_clips(absolute_position):
     """Two clips of different shapes in one sequence (segment ids) == each on its own."""
-    model = dit.dit_from_variant("micro/1x2x2")
+    model = dit.dit_from_variant("micro/1x2x2", absolute_position=absolute_position)
     a = _inputs((1, 3, 4, 4, 8), seed=1)
     b = _inputs((1, 2, 4, 2, 8), seed=2)
     b = dict(b, text=a["text"], text_mask=a["text_mask"][:1])

@@ -74,6 +74,33 @@ def timestep_features(t, dim: int = 256, max_period: float = 10_000.0):
     return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
 
 
+def clip_fractions(coords_BxNx3, segments_BxN=None):
+    """Each token's place within its own clip along (t, h, w) [B, N, 3]: 0 at the clip's first
+    frame / row / column, 1 at its last, 0 along an axis the clip is one token deep. A clip is a
+    row's tokens of one segment id (`segments_BxN`), or the whole row without segments."""
+    if segments_BxN is None:
+        lo = coords_BxNx3.min(axis=1, keepdims=True)
+        hi = coords_BxNx3.max(axis=1, keepdims=True)
+    else:
+        n = coords_BxNx3.shape[1]  # a bound on the segment ids: every segment has a token
+
+        def extent(coords_Nx3, segments_N):
+            lo = jax.ops.segment_min(coords_Nx3, segments_N, num_segments=n + 1)
+            hi = jax.ops.segment_max(coords_Nx3, segments_N, num_segments=n + 1)
+            return lo[segments_N], hi[segments_N]
+
+        lo, hi = jax.vmap(extent)(coords_BxNx3, segments_BxN)
+    return (coords_BxNx3 - lo) / jnp.maximum(hi - lo, 1.0)
+
+
+def fraction_features(fractions_BxNx3, num_freqs: int = 8):
+    """cos and sin of pi k f, k = 1..num_freqs, for each of the three fractions f: [B, N, 6 k]."""
+    args = jnp.pi * fractions_BxNx3[..., None] * jnp.arange(1, num_freqs + 1, dtype=jnp.float32)
+    return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1).reshape(
+        *fractions_BxNx3.shape[:-1], -1
+    )
+
+
 def modulate(x, shift, scale):
     return x * (1.0 + scale) + shift
 
@@ -349,6 +376,10 @@ class DiT(nn.Module):
     # Multiplies the time coordinate before RoPE: > 1 turns each latent-frame step into a larger
     # angle on the head's time pairs (experiments/noise_level/position_use.py measures time's use).
     rope_time_scale: float = 1.0
+    # Also add each token's place within its own clip, (t, h, w) as fractions from its first
+    # frame / row / column (0) to its last (1), through a zero-initialised projection: an
+    # absolute position signal beside RoPE's relative one (`clip_fractions`).
+    absolute_position: bool = False
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -394,6 +425,10 @@ class DiT(nn.Module):
         )
 
         x_BxNxD = Dense(d, ("patch", "embed"), name="patch_embed")(x_BxNxP.astype(jnp.float32))
+        if self.absolute_position:
+            x_BxNxD = x_BxNxD + Dense(
+                d, ("freq", "embed"), kernel_init=nn.initializers.zeros, name="position_embed"
+            )(fraction_features(clip_fractions(coords_BxNx3, segments_BxN)))
         x_BxNxD = nn.with_logical_constraint(x_BxNxD, _TOKENS)
         temb_BxNxD = Mlp(hidden_dim=d, activation="gelu", name="time_mlp")(
             Dense(d, ("freq", "embed"), name="time_in")(timestep_features(t_BxN))
