@@ -303,8 +303,9 @@ def test_clip_fractions_place_each_token_in_its_own_clip():
     out = dit.clip_fractions(packed, segments)
     np.testing.assert_allclose(out[:, :30], fractions)
     np.testing.assert_allclose(out[:, 30:36], dit.clip_fractions(image))
-    features = dit.fraction_features(out, num_freqs=4)
-    assert features.shape == (1, 38, 24) and float(jnp.abs(features).max()) <= 1.0
+    features = dit.fraction_features(out, num_freqs=4)  # per axis: cos k = 1..4, then sin
+    assert features.shape == (1, 38, 24)
+    np.testing.assert_allclose(features[0, 29, ::8], jnp.cos(jnp.pi * fractions[0, 29]), atol=1e-6)
 
 
 @pytest.mark.parametrize("absolute_position", [False, True])
@@ -313,7 +314,8 @@ def test_packed_clips_equal_separate_clips(absolute_position):
     model = dit.dit_from_variant("micro/1x2x2", absolute_position=absolute_position)
     a = _inputs((1, 3, 4, 4, 8), seed=1)
     b = _inputs((1, 2, 4, 2, 8), seed=2)
-    b = dict(b, text=a["text"], text_mask=a["text_mask"][:1])
+    # b's coordinates start past 0: RoPE is relative and b's places are its own either way.
+    b = dict(b, text=a["text"], text_mask=a["text_mask"][:1], coords=b["coords"] + 3.0)
     a = dict(a, text_mask=a["text_mask"][:1])
     params = _init(model, a)
     out_a = model.apply({"params": params}, a["x"], a["t"], a["coords"], a["text"], a["text_mask"])

@@ -653,3 +653,8 @@ def test_training_starts_from_a_bundle(runs, tmp_path, caplog):
     config.model.variant = variant
     with pytest.raises(checkpoints.CheckpointError, match="with --config.model.pooled_text=False$"):
         train.train_and_evaluate(config, str(tmp_path / "pooled_same_patch"))
+    config.model.pooled_text, config.model.absolute_position = False, True
+    with pytest.raises(
+        checkpoints.CheckpointError, match="--config.model.absolute_position=False$"
+    ):
+        train.train_and_evaluate(config, str(tmp_path / "placed"))

@@ -9,6 +9,8 @@ noised once (the same noise for every variant) and the DiT's estimate x0_hat = x
 compared with x0 in the normalised latent space, as the error over the latent's variance
 (`denoise_by_t.one_step_errors`). A model that reads where or when a token is from its
 coordinates loses accuracy when they are taken away; one that ignores an axis does not.
+With `model.absolute_position` the coordinates also give each token its place in the clip,
+so zeroing an axis removes that signal too (every token at fraction 0 along it).
 Full attention only: factorized attention groups tokens into frames by their order.
 """
 

@@ -82,19 +82,19 @@ def clip_fractions(coords_BxNx3, segments_BxN=None):
         lo = coords_BxNx3.min(axis=1, keepdims=True)
         hi = coords_BxNx3.max(axis=1, keepdims=True)
     else:
-        n = coords_BxNx3.shape[1]  # a bound on the segment ids: every segment has a token
+        n = coords_BxNx3.shape[1]  # segment ids are at most n: every segment has a token
 
         def extent(coords_Nx3, segments_N):
-            lo = jax.ops.segment_min(coords_Nx3, segments_N, num_segments=n + 1)
-            hi = jax.ops.segment_max(coords_Nx3, segments_N, num_segments=n + 1)
-            return lo[segments_N], hi[segments_N]
+            first = jax.ops.segment_min(coords_Nx3, segments_N, num_segments=n + 1)
+            last = jax.ops.segment_max(coords_Nx3, segments_N, num_segments=n + 1)
+            return first[segments_N], last[segments_N]
 
         lo, hi = jax.vmap(extent)(coords_BxNx3, segments_BxN)
     return (coords_BxNx3 - lo) / jnp.maximum(hi - lo, 1.0)
 
 
 def fraction_features(fractions_BxNx3, num_freqs: int = 8):
-    """cos and sin of pi k f, k = 1..num_freqs, for each of the three fractions f: [B, N, 6 k]."""
+    """cos and sin of pi k f, k = 1..num_freqs, for each of the fractions f: [B, N, 6 num_freqs]."""
     args = jnp.pi * fractions_BxNx3[..., None] * jnp.arange(1, num_freqs + 1, dtype=jnp.float32)
     return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1).reshape(
         *fractions_BxNx3.shape[:-1], -1
@@ -401,7 +401,8 @@ class DiT(nn.Module):
         Args:
           x_BxNxP: noisy tokens (conditioning tokens clean, with t = 0).
           t_BxN: each token's timestep in [0, 1].
-          coords_BxNx3: (t, h, w) token coordinates for RoPE.
+          coords_BxNx3: (t, h, w) token coordinates for RoPE (and, with `absolute_position`,
+            each token's place in its clip: `clip_fractions`).
           text_BxLxE, text_mask_BxL: per-token text-encoder states and their padding mask.
           segments_BxN: packed-clip ids, 0 = padding (None: every token is one clip).
           text_segments_BxL: with packed clips of different captions, the clip each text
