@@ -22,7 +22,7 @@ DIT_RULES (transformer over spacetime tokens, text via cross-attention)::
     adaln          adaLN-Zero modulation outputs (6 x D)         'tensor'
     vocab          token vocabulary (small text encoder)         'tensor'
     patch          pt*ph*pw*c of one latent patch                None
-    freq           sinusoidal timestep features                  None
+    freq           sinusoidal timestep / clip-place features     None
     norm           LayerNorm / RMSNorm scales                    None
     layers         scanned block axis                            None
     frames         latent frames t (before patchify)             'sequence'

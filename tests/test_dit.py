@@ -305,7 +305,8 @@ def test_clip_fractions_place_each_token_in_its_own_clip():
     np.testing.assert_allclose(out[:, 30:36], dit.clip_fractions(image))
     features = dit.fraction_features(out, num_freqs=4)  # per axis: cos k = 1..4, then sin
     assert features.shape == (1, 38, 24)
-    np.testing.assert_allclose(features[0, 29, ::8], jnp.cos(jnp.pi * fractions[0, 29]), atol=1e-6)
+    np.testing.assert_allclose(fractions[0, 7], [0.0, 1.0, 0.5])  # t = 0, h = 1, w = 2
+    np.testing.assert_allclose(features[0, 7, ::8], [1.0, -1.0, 0.0], atol=1e-6)  # cos(pi f)
 
 
 @pytest.mark.parametrize("absolute_position", [False, True])

@@ -1,7 +1,8 @@
 """Diffusion transformer over spacetime patches (the denoiser Sora describes).
 
 DiT blocks (Peebles & Xie 2023) with adaLN-Zero modulation, QK RMS-norm (as in SD3 and Wan),
-3D RoPE over (t, h, w) token coordinates, and text injected either by cross-attention (PixArt,
+3D RoPE over (t, h, w) token coordinates (optionally also each token's absolute, fractional
+place in its clip, `clip_fractions`), and text injected either by cross-attention (PixArt,
 Wan; the default) or by MM-DiT joint attention over [text; video] with a separate text stream
 (SD3, Esser et al. 2024). Self-attention is full 3D (default) or factorized into spatial then
 temporal attention (Latte, Ma et al. 2024) for ablations.
