@@ -1,5 +1,6 @@
 """Text encoders: MiniLM parity with sentence-transformers, tokenizer, small encoder, cache."""
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -175,3 +176,21 @@ def test_cached_embedder(small_encoder):
     assert len(embedder) == 3 and embedder.num_encoded == 4
     embedder(["a green star", "a blue square moves up"])
     assert embedder.num_encoded == 5  # "a blue square moves up" had been evicted
+
+
+def test_cached_states_do_not_depend_on_the_captions_encoded_alongside(small_encoder):
+    # A resumed run's cache fills in other groupings than the uninterrupted run's did: the
+    # states must be the same bits, or resume is not bit-exact.
+    enc, params = small_encoder
+    frozen = dataclasses.replace(enc, frozen=True, params=params)
+    texts = [
+        f"a {c} {s} moves {m}"
+        for c in ("red", "blue")
+        for s in ("circle", "star")
+        for m in ("up", "left", "down")
+    ]
+    one_by_one = encoders.CachedEmbedder(frozen)
+    for text in texts:
+        one_by_one([text])
+    all_at_once = encoders.CachedEmbedder(frozen)
+    np.testing.assert_array_equal(one_by_one(texts)[0], all_at_once(texts)[0])

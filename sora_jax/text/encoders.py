@@ -88,11 +88,16 @@ def make_text_encoder(text_config: Any) -> TextEncoder:
 class CachedEmbedder:
     """`embedder(texts) -> (states float32[B, L, D], mask bool[B, L])`, numpy, memoised per caption.
 
-    Only for frozen encoders with fixed params. The encoder is jitted once; captions not yet seen
-    are encoded together in a batch padded to a power of two (so at most log2(B) shapes compile).
+    Only for frozen encoders with fixed params. Captions not yet seen are encoded in batches of
+    `CHUNK` rows, the last padded by repeating a row: one shape, so one compilation, and a
+    caption's states are the same bits whichever captions it was encoded with (a matmul's rounding
+    can change with its shape), which keeps a resumed run's text states equal to the
+    uninterrupted run's.
     The cache keeps the `max_entries` most recently used captions, each as its unpadded states
     (MiniLM at ~13 tokens: ~20 KB a caption). Not thread-safe: use one per data-loading thread.
     """
+
+    CHUNK = 8
 
     def __init__(self, encoder: TextEncoder, max_entries: int = 4096):
         if not encoder.frozen or encoder.params is None:
@@ -134,11 +139,15 @@ class CachedEmbedder:
     def _encode(self, texts: list[str]) -> None:
         tok = self.tokenizer(texts)
         n = len(texts)
-        bucket = 1 << (n - 1).bit_length()
-        # Pad the batch by repeating its rows, so nearby batch sizes share one compilation.
-        rows = np.arange(bucket) % n
-        states_BxLxD = np.asarray(self._apply(self._params, tok["ids"][rows], tok["mask"][rows]))
-        for b, text in enumerate(texts):
-            # A copy, not a view: a view would keep the whole padded batch alive in the cache.
-            self._cache[text] = np.array(states_BxLxD[b, : tok["mask"][b].sum()], np.float32)
+        for start in range(0, n, self.CHUNK):
+            # Every call has the same shape: the last chunk is padded by repeating its first row.
+            rows = np.arange(start, start + self.CHUNK)
+            rows[rows >= n] = start
+            states_BxLxD = np.asarray(
+                self._apply(self._params, tok["ids"][rows], tok["mask"][rows])
+            )
+            for b, text in enumerate(texts[start : start + self.CHUNK]):
+                # A copy, not a view: a view would keep the whole padded batch alive in the cache.
+                keep = tok["mask"][start + b].sum()
+                self._cache[text] = np.array(states_BxLxD[b, :keep], np.float32)
         self.num_encoded += n
