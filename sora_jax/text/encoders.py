@@ -90,8 +90,8 @@ class CachedEmbedder:
 
     Only for frozen encoders with fixed params. Captions not yet seen are encoded in batches of
     `CHUNK` rows, the last padded by repeating its first row: one shape, so one compilation, and
-    a caption's states are the same bits whichever captions it was encoded with (measured on this
-    CPU: a matmul's rounding changes with its shape, not with a row's place or batch-mates; XLA
+    a caption's states are the same bits whichever captions it was encoded with (measured with XLA
+    on CPU: a matmul's rounding changes with its shape, not with a row's place or batch-mates; XLA
     does not promise it), so resume stays bit-exact.
     The cache keeps the `max_entries` most recently used captions, each as its unpadded states
     (MiniLM at ~13 tokens: ~20 KB a caption). Not thread-safe: use one per data-loading thread.
