@@ -87,6 +87,20 @@ def test_embeddings_do_not_depend_on_the_padding_cut():
     np.testing.assert_allclose(policy._sentence_embedder()(texts), full, atol=1e-6)
 
 
+def test_a_prompts_embedding_does_not_depend_on_the_prompts_checked_alongside():
+    texts = (
+        "a red circle",
+        "a small blue square moves left slowly on a black background",
+        "soldiers shooting civilians in the street",
+        "an explicit adult film scene",
+        "a green triangle bounces",
+    )
+    together = policy._sentence_embedder()(texts)
+    policy._sentence_embedder.cache_clear()  # nothing memoised from the batch above
+    alone = np.concatenate([policy._sentence_embedder()((text,)) for text in texts])
+    np.testing.assert_array_equal(together, alone)
+
+
 def test_custom_policy_file(tmp_path):
     path = tmp_path / "policy.json"
     path.write_text(json.dumps({"threshold": 2.0, "categories": {"violent": {"terms": ["squid"]}}}))

@@ -27,6 +27,7 @@ import json
 import pathlib
 import re
 import unicodedata
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -190,7 +191,11 @@ class Policy:
 
 @functools.cache
 def _sentence_embedder():
-    """texts -> unit MiniLM sentence embeddings [n, 384] (numpy), memoised per tuple."""
+    """texts -> unit MiniLM sentence embeddings [n, 384] (numpy).
+
+    Each text is embedded alone and memoised: a batch's matmuls round differently with its shape,
+    so a prompt's verdict would otherwise depend on the prompts checked alongside it.
+    """
     import jax
 
     from sora_jax.text import encoders, minilm
@@ -202,14 +207,18 @@ def _sentence_embedder():
         )
     )
 
-    @functools.cache
-    def embed(texts: tuple[str, ...]) -> np.ndarray:
-        tokens = encoder.tokenizer(list(texts))
-        # Padding after the longest prompt is masked out of attention and pooling: cut it (to
-        # a multiple of 16, so few shapes compile).
-        longest = int(tokens["mask"].sum(axis=1).max(initial=1))
-        length = min(-(-longest // 16) * 16, tokens["ids"].shape[1])
-        return np.asarray(apply(tokens["ids"][:, :length], tokens["mask"][:, :length]))
+    @functools.lru_cache(maxsize=4096)
+    def embed_one(text: str) -> np.ndarray:
+        tokens = encoder.tokenizer([text])
+        # Padding is masked out of attention and pooling: cut it after the text (to a multiple
+        # of 16 tokens, so few shapes compile).
+        length = min(-(-max(int(tokens["mask"].sum()), 1) // 16) * 16, tokens["ids"].shape[1])
+        return np.asarray(apply(tokens["ids"][:, :length], tokens["mask"][:, :length]))[0]
+
+    def embed(texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, encoder.width), np.float32)
+        return np.stack([embed_one(text) for text in texts])
 
     return embed
 
