@@ -76,7 +76,7 @@ def test_paraphrases_are_refused_by_meaning(default):
 
 
 def test_embeddings_do_not_depend_on_the_padding_cut():
-    """The policy embeds prompts padded only to the longest (rounded up to 16 tokens)."""
+    """The policy embeds each prompt padded only to its own length (rounded up to 16 tokens)."""
     from sora_jax.text import encoders, minilm
 
     texts = ("a red circle", "a small blue square moves left slowly on a black background")

@@ -193,8 +193,11 @@ class Policy:
 def _sentence_embedder():
     """texts -> unit MiniLM sentence embeddings [n, 384] (numpy).
 
-    Each text is embedded alone and memoised: a batch's matmuls round differently with its shape,
-    so a prompt's verdict would otherwise depend on the prompts checked alongside it.
+    Each text is embedded alone, padded only to its own length rounded up to 16 tokens, and the
+    last 4096 are memoised: a batch's matmuls round differently with its shape, so a prompt's
+    verdict would otherwise depend on the prompts checked alongside it. (`CachedEmbedder` gets
+    the same independence from fixed chunks of 8 at the full 128 tokens: for 148 prompts of
+    ~5 words, 2.8 s against 0.7 s here.)
     """
     import jax
 
@@ -216,6 +219,8 @@ def _sentence_embedder():
         return np.asarray(apply(tokens["ids"][:, :length], tokens["mask"][:, :length]))[0]
 
     def embed(texts: Sequence[str]) -> np.ndarray:
+        if isinstance(texts, str):
+            raise TypeError("the sentence embedder takes a list of prompts, not a single string")
         if not texts:
             return np.zeros((0, encoder.width), np.float32)
         return np.stack([embed_one(text) for text in texts])
